@@ -1,0 +1,175 @@
+"""The `taskcut` command line: thin wrappers over the public functions, one subcommand each."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import TaskcutError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Prune a pre-trained multi-task model into a compact model holding only the tasks a device needs.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def _clean_errors(fn: F) -> F:
+    """Turn a TaskcutError into one red line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except TaskcutError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    if size[0] <= 0 or size[1] <= 0:
+        raise TaskcutError(f"--size must be two positive integers, got {size[0]} {size[1]}")
+
+
+@data_app.command("synth")
+@_clean_errors
+def data_synth(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write (shards + manifest.json)."),
+    train: int = typer.Option(1000, help="Training images."),
+    val: int = typer.Option(100, help="Validation images."),
+    test: int = typer.Option(200, help="Test images."),
+    size: tuple[int, int] = typer.Option((64, 64), help="Image height and width."),
+    seed: int = typer.Option(0, help="Base seed; a scene is a function of (seed, split, index)."),
+    force: bool = typer.Option(False, help="Replace a non-empty output folder."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Render the embedded synthetic multi-task scenes to DIR."""
+    from .data.store import write_synth
+    from .progress import progress_bar
+
+    _check_size(size)
+    if seed < 0:
+        raise TaskcutError(f"--seed must be non-negative, got {seed}")
+    counts = {"train": train, "val": val, "test": test}
+    with progress_bar(not quiet) as bar:
+        job = bar.add_task("render synth", total=max(sum(counts.values()), 0), info=f"{size[0]}x{size[1]}")
+        manifest = write_synth(out_dir, counts, size, seed=seed, force=force,
+                               progress=lambda n: bar.update(job, advance=n))
+    out.print(f"wrote {sum(counts.values())} images to {out_dir} ({manifest.name})")
+
+
+@data_app.command("show")
+@_clean_errors
+def data_show(
+    data_dir: Path = typer.Argument(..., help="A synth set folder."),
+    index: int = typer.Option(0, help="Item index within the split."),
+    split: str = typer.Option("train", help="train, val or test."),
+    out_file: Path = typer.Option(..., "--out", help="PNG file to write."),
+    force: bool = typer.Option(False, help="Replace an existing file."),
+) -> None:
+    """Draw one item: its image and its five targets in one picture."""
+    from .data.dataset import SynthDataset
+    from .data.show import save_grid
+    from .fileio import check_writable
+
+    check_writable(out_file, force)
+    dataset = SynthDataset(data_dir, split)
+    if not 0 <= index < len(dataset):
+        raise TaskcutError(f"--index {index} is outside the {split} split, which has {len(dataset)} items")
+    save_grid(dataset[index], dataset.classes, out_file, title=f"{data_dir.name} {split} #{index}")
+    out.print(f"wrote {out_file}")
+
+
+@app.command()
+@_clean_errors
+def train(
+    out_file: Path = typer.Option(..., "--out", help="Model file to write (.safetensors); metrics go beside it."),
+    preset: Optional[str] = typer.Option(None, help="A shipped preset, e.g. synth-tiny."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config (may name a preset to start from)."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR. Synth presets generate and cache their data when omitted."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+    force: bool = typer.Option(False, help="Replace existing output files."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train a base multi-task model; the best checkpoint is chosen on the validation split."""
+    from .config import load_config
+    from .pipeline import metrics_path, train_base
+
+    overrides = {"train": {"steps": steps}} if steps is not None else None
+    cfg = load_config(preset, config, overrides)
+    _check_device(device)
+    report = train_base(cfg, out_file, data=data, force=force, device=device, show_progress=not quiet)
+    _print_base_report(report)
+    out.print(f"wrote {out_file} and {metrics_path(out_file)}")
+
+
+@app.command()
+@_clean_errors
+def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
+         as_json: bool = typer.Option(False, "--json", help="Print the spec as JSON.")) -> None:
+    """Tasks, parameters and provenance of a model file."""
+    from .models import count_parameters, load, read_spec
+
+    spec = read_spec(model_file)
+    if as_json:
+        out.print_json(json.dumps(spec))
+        return
+    model = load(model_file)
+    table = Table(title=str(model_file), show_header=False)
+    table.add_row("architecture", f"{spec['model']['arch']} (ResNet-{spec['model']['depth']}, width {spec['model']['width']})")
+    table.add_row("tasks", ", ".join(f"{n} ({t['kind']}, {t['channels']})" for n, t in spec["model"]["tasks"].items()))
+    table.add_row("parameters", f"{count_parameters(model):,}")
+    table.add_row("file size", f"{model_file.stat().st_size / 1e6:.2f} MB")
+    for key, value in spec.get("provenance", {}).items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise TaskcutError(f"--device {device!r} is not a torch device ({exc})") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TaskcutError(f"--device {device} asked for, but no CUDA device is available")
+
+
+def _print_base_report(report: dict) -> None:
+    table = Table(title="test split: model vs image-blind predictors")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("bar", justify="right")
+    table.add_column("")
+    for name, check in report["floors"].items():
+        mark = "[green]pass[/green]" if check["passed"] else "[red]FAIL[/red]"
+        table.add_row(name, f"{check['value']:.3f}", f"{check['bar']:.2f}", mark)
+    out.print(table)
+    metrics = Table(title="test metrics")
+    metrics.add_column("task")
+    metrics.add_column("metrics")
+    for task, values in report["test"].items():
+        metrics.add_row(task, "  ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    out.print(metrics)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

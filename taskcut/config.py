@@ -1,0 +1,148 @@
+"""Typed configuration: model, data and training settings, loaded from shipped presets or YAML.
+
+A preset is a YAML file in `taskcut/presets/`; a user's YAML is merged over the preset it
+names (`preset: synth-tiny`) or stands alone. Unknown keys are errors, so a typo cannot
+silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import TaskcutError
+from .tasks import TaskSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Strict):
+    kind: Literal["segmentation", "normal", "depth", "keypoint", "edge"]
+    channels: int = Field(gt=0)
+    loss_weight: float = Field(default=1.0, ge=0)
+
+
+class ModelConfig(_Strict):
+    """Architecture of a SceneNet-family model; stored in every model file, so it rebuilds without code arguments."""
+
+    arch: Literal["scenenet"] = "scenenet"
+    depth: Literal[18, 34, 50] = 34
+    width: float = Field(default=1.0, gt=0)
+    head_hidden: int = Field(default=1024, gt=0)
+    head_dilations: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    tasks: dict[str, TaskConfig]
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, v: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        if not v:
+            raise ValueError("a model needs at least one task")
+        return v
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        return {name: TaskSpec(name, t.kind, t.channels) for name, t in self.tasks.items()}
+
+
+class DataConfig(_Strict):
+    """Which data set; for `synth`, how to generate it when no `--data` path is given."""
+
+    dataset: Literal["synth", "nyuv2", "cityscapes", "taskonomy"] = "synth"
+    size: tuple[int, int] = (64, 64)
+    train: int = Field(default=1000, ge=1)
+    val: int = Field(default=100, ge=1)
+    test: int = Field(default=200, ge=1)
+    seed: int = Field(default=0, ge=0)
+    soft_width: float = Field(default=2.0, gt=0)
+    keypoint_width: float = Field(default=4.0, gt=0)
+    crop: Optional[tuple[int, int]] = None
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] <= 0 or v[1] <= 0:
+            raise ValueError(f"image size must be positive, got {v[0]}x{v[1]}")
+        return v
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_decay_every: int = Field(default=0, ge=0)
+    lr_decay_rate: float = Field(default=0.5, gt=0, le=1)
+    val_every: int = Field(default=100, ge=1)
+    seed: int = Field(default=0, ge=0)
+
+
+class RunConfig(_Strict):
+    """Everything `taskcut train` needs."""
+
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {name: t.loss_weight for name, t in self.model.tasks.items()}
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("taskcut") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_dict(name: str) -> dict[str, Any]:
+    names = preset_names()
+    if name not in names:
+        raise TaskcutError(f"unknown preset {name!r}; presets: {', '.join(names)}")
+    text = (resources.files("taskcut") / "presets" / f"{name}.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "tasks":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(preset: str | None = None, path: Path | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A preset, a YAML file (optionally naming its own `preset:` base), or both, plus overrides."""
+    data: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise TaskcutError(f"config file {path} does not exist")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise TaskcutError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(user, dict):
+            raise TaskcutError(f"config file {path} must hold a mapping at its top level")
+        preset = user.pop("preset", None) or preset
+    if preset is None and path is None:
+        raise TaskcutError("give --preset NAME or --config FILE.yaml")
+    if preset is not None:
+        data = _preset_dict(preset)
+        data.setdefault("name", preset)
+    data = _merge(data, user)
+    data = _merge(data, overrides or {})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TaskcutError(f"invalid config at {where}: {err['msg']}") from exc

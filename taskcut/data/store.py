@@ -1,0 +1,160 @@
+"""On-disk synth sets: compressed `.npz` shards plus a small JSON manifest that vouches for them.
+
+The manifest records each shard's image count and SHA-256, so a reader can tell a set
+that was truncated, edited or mixed with another before it trains on it. A set is written
+into a temporary folder and renamed into place, so an interrupted run leaves no half set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import TaskcutError
+from .synth import CLASS_NAMES, IGNORE_INDEX, SPLITS, TASKS, SynthOptions, render
+
+FORMAT = "taskcut.synth"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_SIZE = 256
+
+#: How each array is stored; the reader turns them back into float32 / int64.
+STORED_DTYPES = {"image": np.uint8, "seg": np.uint8, "normal": np.float16, "depth": np.float16,
+                 "keypoint": np.float16, "edge": np.float16}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _encode(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, dtype in STORED_DTYPES.items():
+        value = sample[key]
+        if key == "image":
+            value = np.round(value * 255.0)
+        out[key] = value.astype(dtype)
+    return out
+
+
+def write_synth(out: Path, counts: dict[str, int], size: tuple[int, int], seed: int = 0,
+                options: SynthOptions = SynthOptions(), force: bool = False,
+                progress: Callable[[int], None] | None = None) -> Path:
+    """Render and write a synth set to `out` (a folder); returns the manifest path.
+
+    `progress` is called with the number of images just finished, for a progress bar.
+    """
+    height, width = size
+    if height <= 0 or width <= 0:
+        raise TaskcutError(f"image size must be positive, got {height}x{width}")
+    for split, n in counts.items():
+        if split not in SPLITS:
+            raise TaskcutError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if n < 0:
+            raise TaskcutError(f"the {split} split needs a non-negative image count, got {n}")
+    if sum(counts.values()) == 0:
+        raise TaskcutError("asked for an empty data set: give at least one image in some split")
+    if out.exists() and not out.is_dir():
+        raise TaskcutError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise TaskcutError(f"{out} already exists and is not empty; pass --force to replace it")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = {
+            "format": FORMAT, "version": VERSION, "size": [height, width], "seed": seed,
+            "options": asdict(options), "classes": list(CLASS_NAMES), "ignore_index": IGNORE_INDEX,
+            "tasks": list(TASKS), "dtypes": {k: np.dtype(v).name for k, v in STORED_DTYPES.items()},
+            "splits": {},
+        }
+        for split, n in counts.items():
+            shards = []
+            for start in range(0, n, SHARD_SIZE):
+                stop = min(n, start + SHARD_SIZE)
+                samples = []
+                for index in range(start, stop):
+                    samples.append(_encode(render(seed, split, index, height, width, options)))
+                    if progress is not None:
+                        progress(1)
+                arrays = {key: np.stack([s[key] for s in samples]) for key in STORED_DTYPES}
+                name = f"{split}-{len(shards):04d}.npz"
+                np.savez_compressed(staging / name, **arrays)
+                shards.append({"file": name, "count": stop - start, "sha256": _sha256(staging / name)})
+            manifest["splits"][split] = {"count": n, "shards": shards}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(trash / out.name)
+            staging.rename(out)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / MANIFEST
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a synth set, checked against the shards beside it."""
+    if not root.is_dir():
+        raise TaskcutError(f"data folder {root} does not exist")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise TaskcutError(f"{root} has no {MANIFEST}; is it a taskcut synth set? (make one with `taskcut data synth`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TaskcutError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise TaskcutError(f"{path} is not a taskcut synth manifest of version {VERSION}")
+    return manifest
+
+
+def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndarray]:
+    """All arrays of one split, in their stored dtypes, after checking every shard against the manifest."""
+    manifest = read_manifest(root)
+    splits = manifest["splits"]
+    if split not in splits:
+        raise TaskcutError(f"{root} has no {split!r} split; it has {', '.join(splits) or 'none'}")
+    entry = splits[split]
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in STORED_DTYPES}
+    for shard in entry["shards"]:
+        file = root / shard["file"]
+        if not file.is_file():
+            raise TaskcutError(f"{file} is named in the manifest but missing")
+        if verify and _sha256(file) != shard["sha256"]:
+            raise TaskcutError(f"{file} does not match its checksum in the manifest (changed or truncated)")
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in STORED_DTYPES}
+        except (OSError, ValueError, KeyError) as exc:
+            raise TaskcutError(f"{file} cannot be read as a synth shard ({exc})") from exc
+        for key, value in arrays.items():
+            if len(value) != shard["count"]:
+                raise TaskcutError(f"{file} holds {len(value)} {key} arrays, the manifest says {shard['count']}")
+            parts[key].append(value)
+    total = sum(s["count"] for s in entry["shards"])
+    if total != entry["count"]:
+        raise TaskcutError(f"{root}: the {split} shards hold {total} images, the manifest says {entry['count']}")
+    h, w = manifest["size"]
+    out = {key: np.concatenate(v) if v else np.zeros((0,), STORED_DTYPES[key]) for key, v in parts.items()}
+    if total and out["image"].shape[-2:] != (h, w):
+        raise TaskcutError(f"{root}: images are {out['image'].shape[-2:]}, the manifest says {h}x{w}")
+    return out
+
+
+def splits_of(manifest: dict) -> Iterable[str]:
+    return manifest["splits"].keys()

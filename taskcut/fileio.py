@@ -1,0 +1,41 @@
+"""Writing outputs safely: atomically, and never over a file the user did not ask to replace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import TaskcutError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse an existing output unless `force`, before any work is done."""
+    if path.exists() and not force:
+        raise TaskcutError(f"{path} already exists; pass --force to replace it")
+    if path.exists() and path.is_dir():
+        raise TaskcutError(f"{path} is a directory, not a file")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    A crash or an error mid-write leaves the old file (or no file), never half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

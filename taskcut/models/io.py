@@ -1,0 +1,89 @@
+"""A taskcut model file: one `.safetensors` holding the weights, with a JSON spec in its metadata.
+
+Loading rebuilds the architecture from the spec and then loads the tensors; nothing is
+unpickled, so a model file cannot run code, and no training arguments are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..config import ModelConfig
+from ..errors import TaskcutError
+from ..fileio import atomic_path
+from .multitask import MultiTaskModel, build_model
+
+FORMAT = "taskcut.model"
+VERSION = 1
+META_KEY = "taskcut"
+
+
+def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write `model` to `path` atomically; `provenance` (how it was made) goes into the spec."""
+    path = Path(path)
+    spec = {"format": FORMAT, "version": VERSION, "model": model.config.model_dump(mode="json"),
+            "provenance": provenance or {}}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(spec)})
+    return path
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """The JSON spec of a model file, with a clear error for anything that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcutError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path} is not a readable .safetensors file ({exc})") from exc
+    if META_KEY not in meta:
+        raise TaskcutError(f"{path} is a safetensors file but not a taskcut model (no '{META_KEY}' spec in its metadata)")
+    try:
+        spec = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise TaskcutError(f"{path}: the taskcut spec in its metadata is not valid JSON") from exc
+    if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+        raise TaskcutError(f"{path}: unsupported model format {spec.get('format')!r} version {spec.get('version')!r}")
+    return spec
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel:
+    """Rebuild the model saved at `path` (no pickle, no original model needed)."""
+    path = Path(path)
+    spec = read_spec(path)
+    try:
+        config = ModelConfig.model_validate(spec["model"])
+    except (ValidationError, KeyError) as exc:
+        raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
+    model = build_model(config)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise TaskcutError(f"{path}: tensors do not match the spec (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise TaskcutError(f"{path}: tensor {key} has shape {tuple(value.shape)}, the spec wants {tuple(expected[key].shape)}")
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,80 @@
+"""The only place that chains stages: data -> train -> evaluate -> files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .cache import synth_set
+from .config import RunConfig
+from .data.dataset import SynthDataset, open_dataset
+from .errors import TaskcutError
+from .evaluate import collect
+from .fileio import check_writable, write_text
+from .floors import synth_floors
+from .models import count_parameters, save
+from .tasks import SegmentationMetrics
+from .train import train
+from .trivial import trivial_metrics
+
+
+def metrics_path(model_path: Path) -> Path:
+    """`base.safetensors` -> `base.metrics.json`, beside the model."""
+    return model_path.with_name(model_path.name.removesuffix(".safetensors") + ".metrics.json")
+
+
+def resolve_data(config: RunConfig, data: str | None, show_progress: bool = True) -> str:
+    """The `KIND:PATH` to read: the user's, or for synth presets the cached generated set."""
+    if data is not None:
+        return data
+    if config.data.dataset != "synth":
+        raise TaskcutError(f"preset {config.name!r} trains on {config.data.dataset}; give --data {config.data.dataset}:PATH")
+    return f"synth:{synth_set(config.data, show_progress)}"
+
+
+def train_base(config: RunConfig, out: Path, data: str | None = None, force: bool = False,
+               device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
+    """Train a base model, evaluate it on the test split beside image-blind predictors, write both files."""
+    out = Path(out)
+    report_path = metrics_path(out)
+    check_writable(out, force)
+    check_writable(report_path, force)
+    dev = torch.device(device)
+    spec = resolve_data(config, data, show_progress)
+    train_set, val_set, test_set = (open_dataset(spec, s) for s in ("train", "val", "test"))
+    _check_tasks(config, train_set)
+
+    result = train(config, train_set, val_set, dev, show_progress)
+    tasks = config.model.task_specs()
+    accumulators = collect(lambda b: result.model(b["image"]), test_set, tasks, device=dev)
+    test_metrics = {name: acc.compute() for name, acc in accumulators.items()}
+    trivial = trivial_metrics(train_set, test_set, tasks)
+    seg_acc = accumulators.get("seg")
+    floors = synth_floors(test_metrics, trivial, seg_acc if isinstance(seg_acc, SegmentationMetrics) else None)
+
+    provenance = {"taskcut": __version__, "preset": config.name, "data": spec, "best_step": result.best_step,
+                  "steps": config.train.steps, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "torch": torch.__version__, "python": platform.python_version()}
+    save(result.model, out, provenance)
+    report = {
+        "model": str(out), "parameters": count_parameters(result.model), "config": config.model_dump(mode="json"),
+        "best_step": result.best_step, "best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
+        "history": result.history, "test": test_metrics, "trivial_test": trivial, "floors": floors,
+    }
+    write_text(report_path, json.dumps(report, indent=2))
+    return report
+
+
+def _check_tasks(config: RunConfig, dataset: SynthDataset) -> None:
+    missing = [t for t in config.model.tasks if t not in dataset.tasks]
+    if missing:
+        raise TaskcutError(f"the data has no targets for task(s) {', '.join(missing)}; it has {', '.join(dataset.tasks)}")
+    seg = config.model.tasks.get("seg")
+    if seg is not None and seg.channels != len(dataset.classes):
+        raise TaskcutError(f"task seg has {seg.channels} classes but the data has {len(dataset.classes)}")
