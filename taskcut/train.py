@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
+from torch import nn
 
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .data.dataset import SynthDataset, iterate_batches
 from .evaluate import weighted_loss
-from .models import MultiTaskModel, build_model
+from .models import build_model
 from .progress import progress_bar
 from .tasks import TaskSpec
 
 
 @dataclass
 class TrainResult:
-    model: MultiTaskModel
+    model: nn.Module
     best_step: int
     best_val_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -46,11 +47,21 @@ def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
 def train(config: RunConfig, train_set: SynthDataset, val_set: SynthDataset,
           device: torch.device | str = "cpu", show_progress: bool = True) -> TrainResult:
     """Train a fresh model as `config` says and return it with its best validation weights."""
-    cfg = config.train
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
-    tasks = config.model.task_specs()
-    weights = config.loss_weights()
+    return fit(model, config.model.task_specs(), config.loss_weights(), config.train, train_set, val_set,
+               device, show_progress, label="train")
+
+
+def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, float], cfg: TrainConfig,
+        train_set: SynthDataset, val_set: SynthDataset, device: torch.device | str = "cpu",
+        show_progress: bool = True, label: str = "train") -> TrainResult:
+    """The one training loop (base training and fine-tuning): Adam on the weighted task losses.
+
+    Only `tasks` are trained; masks attached to the model (parametrizations) keep pruned
+    weights at zero. The returned model holds its best weights on the validation split.
+    """
+    torch.manual_seed(cfg.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_decay_every, cfg.lr_decay_rate)
                  if cfg.lr_decay_every else None)
@@ -62,11 +73,11 @@ def train(config: RunConfig, train_set: SynthDataset, val_set: SynthDataset,
     start = time.perf_counter()
     model.train()
     with progress_bar(show_progress) as bar:
-        job = bar.add_task("train", total=cfg.steps, info="")
+        job = bar.add_task(label, total=cfg.steps, info="")
         for step in range(1, cfg.steps + 1):
             batch = {k: v.to(device) for k, v in next(batches).items()}
             losses = task_losses(model, batch, tasks)
-            total = sum(weights[name] * loss for name, loss in losses.items())
+            total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
             optimiser.zero_grad(set_to_none=True)
             total.backward()
             optimiser.step()

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
@@ -24,14 +25,31 @@ from .multitask import MultiTaskModel, build_model
 FORMAT = "taskcut.model"
 VERSION = 1
 META_KEY = "taskcut"
+VALUES = "::values"
+MASK = "::mask"
 
 
 def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Write `model` to `path` atomically; `provenance` (how it was made) goes into the spec."""
+    """Write `model` to `path` atomically; `provenance` (how it was made) goes into the spec.
+
+    A masked (unstructured sparse) weight is stored as its kept values plus a packed bit
+    mask, so the file shrinks with sparsity: 4 bytes per kept weight + 1 bit per weight.
+    """
+    from ..compact.masking import masks_of, plain_state
+
     path = Path(path)
+    masks = masks_of(model)
     spec = {"format": FORMAT, "version": VERSION, "model": model.config.model_dump(mode="json"),
-            "provenance": provenance or {}}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            "masked": {name: list(m.shape) for name, m in masks.items()}, "provenance": provenance or {}}
+    tensors = {}
+    for key, value in plain_state(model).items():
+        value = value.detach().cpu()
+        if key in masks:
+            keep = masks[key].cpu()
+            tensors[f"{key}{VALUES}"] = value[keep].contiguous()
+            tensors[f"{key}{MASK}"] = torch.from_numpy(np.packbits(keep.numpy().reshape(-1)))
+        else:
+            tensors[key] = value.contiguous()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(spec)})
     return path
@@ -67,8 +85,12 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel
     except (ValidationError, KeyError) as exc:
         raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
     model = build_model(config)
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+    masks = _unpack_masked(path, tensors, spec.get("masked", {}))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -78,7 +100,33 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel
         if value.shape != expected[key].shape:
             raise TaskcutError(f"{path}: tensor {key} has shape {tuple(value.shape)}, the spec wants {tuple(expected[key].shape)}")
     model.load_state_dict(tensors)
+    if masks:
+        from ..compact.masking import apply_masks
+
+        apply_masks(model, masks)
     return model.to(device).eval()
+
+
+def _unpack_masked(path: Path, tensors: dict[str, torch.Tensor],
+                   masked: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """Turn stored (values, packed mask) pairs back into dense weights in `tensors`; return the masks."""
+    masks = {}
+    for name, shape in masked.items():
+        if f"{name}{VALUES}" not in tensors or f"{name}{MASK}" not in tensors:
+            raise TaskcutError(f"{path}: masked weight {name} lacks its values or mask")
+        numel = int(np.prod(shape))
+        bits = tensors.pop(f"{name}{MASK}").numpy()
+        if bits.size != (numel + 7) // 8:
+            raise TaskcutError(f"{path}: the mask of {name} has {bits.size} bytes, its shape {shape} needs {(numel + 7) // 8}")
+        keep = torch.from_numpy(np.unpackbits(bits)[:numel].astype(bool)).view(shape)
+        values = tensors.pop(f"{name}{VALUES}")
+        if values.numel() != int(keep.sum()):
+            raise TaskcutError(f"{path}: {name} stores {values.numel()} values for {int(keep.sum())} kept weights")
+        dense = torch.zeros(shape, dtype=values.dtype)
+        dense[keep] = values
+        tensors[name] = dense
+        masks[name] = keep
+    return masks
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,0 +1,179 @@
+"""From per-task scores to one keep-mask per weight, at exactly the requested sparsity.
+
+Each selected task t keeps the top-k of its normalised scores (score / t's total) over the
+weights it depends on: the shared ones and its own head. Shared weights are then fused by a
+named rule, counted among the tasks that actually use the weight (n_p of them):
+
+* `vote` (default): keep where at least min(2, n_p) tasks keep. CUT's rule for two or more
+  tasks; with one task it keeps that task's choice instead of pruning the whole trunk.
+* `vote:K`: at least min(K, n_p) tasks keep.   * `majority`: more than half of n_p keep.
+* `union` (DiSparse): any task keeps.          * `intersection`: every task keeps.
+* `score-sum`: top-k of the summed normalised scores over the shared weights.
+
+Head weights take their own task's mask. The per-task keep ratio r is found by bisection
+so that the zeroed fraction of all weights in scope equals the requested sparsity: every
+rule is monotone in r, so no lookup table is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from .errors import TaskcutError
+
+RULES = ("vote", "vote:K", "majority", "union", "intersection", "score-sum")
+TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    k: int = 0
+
+    def threshold(self, users: int) -> int:
+        """Votes needed for a weight used by `users` tasks."""
+        if self.name == "vote":
+            return min(self.k or 2, users)
+        if self.name == "majority":
+            return users // 2 + 1
+        if self.name == "union":
+            return 1
+        if self.name == "intersection":
+            return users
+        raise AssertionError(self.name)
+
+
+def parse_rule(text: str, n_tasks: int) -> Rule:
+    """A validated fusion rule for `n_tasks` selected tasks."""
+    name, _, arg = text.partition(":")
+    if name == "vote" and arg:
+        try:
+            k = int(arg)
+        except ValueError:
+            raise TaskcutError(f"fusion rule {text!r}: K must be an integer") from None
+        if not 1 <= k <= n_tasks:
+            raise TaskcutError(f"fusion rule {text!r}: K must be between 1 and the {n_tasks} selected task(s)")
+        return Rule("vote", k)
+    if arg or name not in ("vote", "majority", "union", "intersection", "score-sum"):
+        raise TaskcutError(f"unknown fusion rule {text!r}; rules: {', '.join(RULES)}")
+    return Rule(name)
+
+
+def check_sparsity(sparsity: float) -> float:
+    if not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
+        raise TaskcutError(f"sparsity must be in [0, 1), got {sparsity}")
+    return sparsity
+
+
+@dataclass
+class Fusion:
+    masks: dict[str, torch.Tensor]           # True = keep
+    keep_ratio: float                        # the per-task keep ratio bisection found
+    sparsity: float                          # achieved, over all weights in scope
+    per_layer: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(m.numel() for m in self.masks.values())
+
+
+class _Ranks:
+    """Per task, each weight's rank (0 = most important) among the weights that task depends on."""
+
+    def __init__(self, scores: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        self.tasks = list(scores)
+        self.names = list(dict.fromkeys(n for t in scores.values() for n in t))
+        self.shapes = {n: next(scores[t][n] for t in scores if n in scores[t]).shape for n in self.names}
+        self.users = {n: [t for t in self.tasks if n in scores[t]] for n in self.names}
+        self.rank: dict[str, dict[str, torch.Tensor]] = {}
+        self.size: dict[str, int] = {}
+        self.normalised: dict[str, dict[str, torch.Tensor]] = {}
+        for t, per_param in scores.items():
+            flat = torch.cat([s.reshape(-1).double() for s in per_param.values()])
+            total = float(flat.sum())
+            if total <= 0 or not math.isfinite(total):
+                raise TaskcutError(f"task {t!r} has no positive importance scores (total {total}); check its data")
+            flat = flat / total
+            order = torch.argsort(flat, descending=True, stable=True)
+            rank = torch.empty_like(order, dtype=torch.int64)
+            rank[order] = torch.arange(len(order))
+            self.size[t] = len(order)
+            self.rank[t], self.normalised[t] = {}, {}
+            start = 0
+            for n, s in per_param.items():
+                self.rank[t][n] = rank[start:start + s.numel()].view(s.shape)
+                self.normalised[t][n] = flat[start:start + s.numel()].view(s.shape)
+                start += s.numel()
+
+    def shared(self) -> list[str]:
+        return [n for n in self.names if len(self.users[n]) >= 2]
+
+
+def _masks_at(ranks: _Ranks, rule: Rule, r: float, sum_rank: dict[str, torch.Tensor] | None,
+              n_shared: int) -> dict[str, torch.Tensor]:
+    k = {t: int(round(r * ranks.size[t])) for t in ranks.tasks}
+    out = {}
+    for n in ranks.names:
+        users = ranks.users[n]
+        if len(users) == 1:
+            out[n] = ranks.rank[users[0]][n] < k[users[0]]
+        elif rule.name == "score-sum":
+            assert sum_rank is not None
+            out[n] = sum_rank[n] < int(round(r * n_shared))
+        else:
+            votes = sum((ranks.rank[t][n] < k[t]).to(torch.int16) for t in users)
+            out[n] = votes >= rule.threshold(len(users))
+    return out
+
+
+def _shared_sum_ranks(ranks: _Ranks) -> tuple[dict[str, torch.Tensor], int]:
+    shared = ranks.shared()
+    if not shared:
+        return {}, 0
+    summed = [sum(ranks.normalised[t][n] for t in ranks.users[n]).reshape(-1) for n in shared]
+    flat = torch.cat(summed)
+    order = torch.argsort(flat, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    out, start = {}, 0
+    for n, s in zip(shared, summed):
+        out[n] = rank[start:start + s.numel()].view(ranks.shapes[n])
+        start += s.numel()
+    return out, len(order)
+
+
+def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule: str = "vote") -> Fusion:
+    """Keep-masks for every scored weight, fused by `rule`, at `sparsity` (zeroed fraction) within 0.001."""
+    check_sparsity(sparsity)
+    if not scores:
+        raise TaskcutError("fuse needs scores for at least one task")
+    parsed = parse_rule(rule, len(scores))
+    ranks = _Ranks(scores)
+    sum_rank, n_shared = _shared_sum_ranks(ranks) if parsed.name == "score-sum" else ({}, 0)
+    total = sum(math.prod(s) for s in ranks.shapes.values())
+    target_keep = (1.0 - sparsity) * total
+
+    def kept(r: float) -> tuple[int, dict[str, torch.Tensor]]:
+        masks = _masks_at(ranks, parsed, r, sum_rank, n_shared)
+        return sum(int(m.sum()) for m in masks.values()), masks
+
+    lo, hi = 0.0, 1.0
+    best_r, (best_kept, best_masks) = 1.0, kept(1.0)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        n_kept, masks = kept(mid)
+        if abs(n_kept - target_keep) < abs(best_kept - target_keep):
+            best_r, best_kept, best_masks = mid, n_kept, masks
+        if abs(n_kept - target_keep) <= 0.25 * TOLERANCE * total:
+            break
+        if n_kept < target_keep:
+            lo = mid
+        else:
+            hi = mid
+    achieved = 1.0 - best_kept / total
+    per_layer = {n: 1.0 - float(m.float().mean()) for n, m in best_masks.items()}
+    return Fusion(best_masks, best_r, achieved, per_layer)

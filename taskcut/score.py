@@ -1,0 +1,121 @@
+"""CUT's importance: per selected task t, sum over batches of |w * dL_t/dw| for each prunable weight.
+
+|w * dL_t/dw| is the magnitude of the gradient of L_t with respect to an all-ones mask on w
+(SNIP's connection sensitivity, taken per task). One forward pass per batch serves every
+selected task: each task's loss is differentiated with `torch.autograd.grad` over the
+parameters it depends on, keeping the graph until the last task. Unselected tasks cost
+nothing. The model is in eval mode (running BatchNorm statistics, no dropout), so scores
+are a deterministic function of the weights and the batches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .decompose import Decomposition, decompose_outputs, task_outputs
+from .errors import TaskcutError
+from .progress import progress_bar
+from .tasks import TaskSpec
+
+Scores = dict[str, dict[str, torch.Tensor]]
+Scope = Callable[[nn.Module, str], bool]
+
+
+def conv_linear_weights(module: nn.Module, name: str) -> bool:
+    """The default scope: weights of convolutions and linear layers (not biases, not norms)."""
+    return name == "weight" and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+
+
+def prunable_parameters(model: nn.Module, scope: Scope = conv_linear_weights) -> dict[str, nn.Parameter]:
+    """Parameters in scope, by qualified name (parametrized weights are found under their plain name)."""
+    out: dict[str, nn.Parameter] = {}
+    for mod_name, module in model.named_modules():
+        for p_name, param in module.named_parameters(recurse=False):
+            if scope(module, p_name):
+                out[f"{mod_name}.{p_name}" if mod_name else p_name] = param
+    return out
+
+
+def _with_eval(model: nn.Module):
+    class _Ctx:
+        def __enter__(self) -> None:
+            self.mode = model.training
+            model.eval()
+
+        def __exit__(self, *exc: object) -> None:
+            model.train(self.mode)
+
+    return _Ctx()
+
+
+def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Mapping[str, torch.Tensor]],
+          decomposition: Decomposition | None = None, scope: Scope = conv_linear_weights,
+          device: torch.device | str = "cpu", show_progress: bool = False, total: int | None = None) -> Scores:
+    """Per-task CUT scores `{task: {param name: tensor like the weight}}` for the selected `tasks`.
+
+    Only weights that task t depends on get a score for t (from `decomposition`, read off the
+    first batch's graph when not given).
+    """
+    if not tasks:
+        raise TaskcutError("score needs at least one selected task")
+    params = prunable_parameters(model, scope)
+    scores: Scores = {}
+    targets: dict[str, list[str]] = {}
+    seen = 0
+    with _with_eval(model), progress_bar(show_progress) as bar:
+        job = bar.add_task("score", total=total, info=", ".join(tasks))
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            outputs = task_outputs(model(batch["image"]))
+            if not targets:
+                decomposition = decomposition or decompose_outputs(model, outputs)
+                targets = _task_params(decomposition, tasks, params)
+                scores = {t: {n: torch.zeros_like(params[n]) for n in names} for t, names in targets.items()}
+            names = list(tasks)
+            for i, task in enumerate(names):
+                loss = tasks[task].loss(outputs[task], batch[task])
+                wanted = [params[n] for n in targets[task]]
+                grads = torch.autograd.grad(loss, wanted, retain_graph=i < len(names) - 1, allow_unused=True)
+                for n, w, g in zip(targets[task], wanted, grads):
+                    if g is not None:
+                        scores[task][n] += (w.detach() * g).abs()
+            seen += 1
+            bar.update(job, advance=1)
+    if seen == 0:
+        raise TaskcutError("score got no batches")
+    return scores
+
+
+def _task_params(decomposition: Decomposition, tasks: Mapping[str, TaskSpec],
+                 params: Mapping[str, nn.Parameter]) -> dict[str, list[str]]:
+    missing = [t for t in tasks if t not in decomposition.tasks]
+    if missing:
+        raise TaskcutError(f"task(s) {', '.join(missing)} are not outputs of the model ({', '.join(decomposition.tasks)})")
+    return {t: [n for n in decomposition.used_by(t) if n in params] for t in tasks}
+
+
+def score_reference(model: nn.Module, tasks: Mapping[str, TaskSpec],
+                    batches: Iterable[Mapping[str, torch.Tensor]], scope: Scope = conv_linear_weights,
+                    device: torch.device | str = "cpu") -> Scores:
+    """The published procedure: a full forward and backward per task per batch (for tests and benchmarks)."""
+    params = prunable_parameters(model, scope)
+    batches = list(batches)
+    scores: Scores = {}
+    with _with_eval(model):
+        for task, spec in tasks.items():
+            acc = {n: torch.zeros_like(p) for n, p in params.items()}
+            touched: set[str] = set()
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                model.zero_grad(set_to_none=True)
+                spec.loss(task_outputs(model(batch["image"]))[task], batch[task]).backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        acc[n] += (p.detach() * p.grad).abs()
+                        touched.add(n)
+            scores[task] = {n: acc[n] for n in params if n in touched}
+        model.zero_grad(set_to_none=True)
+    return scores
