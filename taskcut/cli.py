@@ -136,6 +136,152 @@ def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
     for key, value in spec.get("provenance", {}).items():
         table.add_row(key, str(value))
     out.print(table)
+    if spec.get("masked"):
+        from .compact.masking import sparsity_report
+
+        overall, per_layer = sparsity_report(model)
+        out.print(f"sparsity of masked weights: {overall:.4f}")
+        _print_layers({n: (_numel(spec, n), s) for n, s in per_layer.items()})
+
+
+@app.command("prune")
+@_clean_errors
+def prune_cmd(
+    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
+    tasks: str = typer.Option(..., help="Comma-separated tasks to keep, e.g. seg,depth."),
+    sparsity: float = typer.Option(..., help="Fraction of prunable weights to zero, in [0, 1)."),
+    data: str = typer.Option(..., help="KIND:PATH of the data whose train split is scored, e.g. synth:DIR."),
+    out_file: Path = typer.Option(..., "--out", help="Compact model file to write."),
+    fusion: str = typer.Option("vote", help="vote, vote:K, majority, union, intersection or score-sum."),
+    batches: int = typer.Option(50, help="Batches to score."),
+    batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    device: str = typer.Option("cpu", help="torch device."),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
+    from .prune import prune
+
+    _check_device(device)
+    summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
+                    not quiet)
+    table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity} ({summary.rule})")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_row("parameters (non-zero)", f"{summary.params_before:,}", f"{summary.params_after:,}")
+    table.add_row("file size", f"{summary.bytes_before / 1e6:.2f} MB", f"{summary.bytes_after / 1e6:.2f} MB")
+    table.add_row("file size, same tasks dense", f"{summary.bytes_selected_dense / 1e6:.2f} MB",
+                  f"{summary.bytes_after / summary.bytes_selected_dense:.2f} x")
+    table.add_row("sparsity of prunable weights", "0", f"{summary.achieved:.4f}")
+    out.print(table)
+    _print_layers(summary.per_layer)
+    out.print(f"wrote {out_file}")
+
+
+@app.command("finetune")
+@_clean_errors
+def finetune_cmd(
+    model_file: Path = typer.Argument(..., help="A (compact) model file."),
+    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    out_file: Path = typer.Option(..., "--out", help="Fine-tuned model file to write."),
+    steps: int = typer.Option(300, min=1, help="Training steps."),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(5e-4, min=0.0),
+    val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
+    device: str = typer.Option("cpu"),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
+    from .pipeline import finetune_model
+
+    _check_device(device)
+    result = finetune_model(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
+                            device=device, show_progress=not quiet)
+    out.print(f"best validation loss {result['best_val_loss']:.4f} at step {result['best_step']}; wrote {out_file}")
+
+
+@app.command("evaluate")
+@_clean_errors
+def evaluate_cmd(
+    model_file: Path = typer.Argument(..., help="A model file."),
+    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    split: str = typer.Option("test", help="train, val or test."),
+    baseline: Optional[Path] = typer.Option(None, help="Dense model for delta_T (restricted to the same tasks)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write."),
+    device: str = typer.Option("cpu"),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+) -> None:
+    """Per-task metrics on a split, and delta_T against a baseline."""
+    from .pipeline import evaluate_model
+
+    _check_device(device)
+    report = evaluate_model(model_file, data, split, baseline, out_file, force, device)
+    table = Table(title=f"{model_file} on {split}")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    if baseline is not None:
+        table.add_column("baseline", justify="right")
+    for task, metrics in report["metrics"].items():
+        for name, value in metrics.items():
+            row = [task, name, f"{value:.4f}"]
+            if baseline is not None:
+                row.append(f"{report['baseline']['metrics'][task][name]:.4f}")
+            table.add_row(*row)
+    out.print(table)
+    if baseline is not None and report["baseline"]["delta_T"] is None:
+        out.print(f"delta_T undefined: {report['baseline']['delta_T_undefined']}")
+    elif baseline is not None:
+        out.print(f"delta_T = {report['baseline']['delta_T']:+.2f}%")
+    if out_file is not None:
+        out.print(f"wrote {out_file}")
+
+
+@app.command("demo")
+@_clean_errors
+def demo_cmd(
+    out_dir: Path = typer.Option(Path("taskcut-demo"), "--out", help="Folder for the models and report.md."),
+    device: str = typer.Option("cpu"),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """The main job on the embedded synth scenes: base model, CUT to {seg, depth} at 70%, fine-tune, report."""
+    from .demo import demo
+
+    _check_device(device)
+    result = demo(out_dir, device, not quiet)
+    table = Table(title="test split: dense (seg, depth) vs CUT at 70% + fine-tuning")
+    for col in ("task", "metric", "dense", "pruned", "pruned + fine-tuned"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task, metrics in result["dense"].items():
+        for name, value in metrics.items():
+            table.add_row(task, name, f"{value:.4f}", f"{result['pruned'][task][name]:.4f}",
+                          f"{result['finetuned'][task][name]:.4f}")
+    out.print(table)
+    out.print(f"delta_T: pruned {result['pruned_delta_T']:+.2f}%, fine-tuned {result['finetuned_delta_T']:+.2f}%; "
+              f"achieved sparsity {result['prune']['achieved']:.4f}; total {result['seconds']:.0f} s")
+    out.print(f"wrote {out_dir / 'report.md'}")
+
+
+def _numel(spec: dict, name: str) -> int:
+    import math
+
+    return math.prod(spec["masked"][name])
+
+
+def _task_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _print_layers(per_layer: dict) -> None:
+    table = Table(title="per layer")
+    table.add_column("weight")
+    table.add_column("size", justify="right")
+    table.add_column("sparsity", justify="right")
+    for name, (size, sparsity) in per_layer.items():
+        table.add_row(name, f"{size:,}", f"{sparsity:.3f}")
+    out.print(table)
 
 
 def _check_device(device: str) -> None:

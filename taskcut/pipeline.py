@@ -12,15 +12,16 @@ import torch
 
 from . import __version__
 from .cache import synth_set
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .data.dataset import SynthDataset, open_dataset
 from .errors import TaskcutError
-from .evaluate import collect
+from .evaluate import collect, evaluate
 from .fileio import check_writable, write_text
 from .floors import synth_floors
-from .models import count_parameters, save
-from .tasks import SegmentationMetrics
-from .train import train
+from .models import count_parameters, load, read_spec, save
+from .select import select
+from .tasks import SegmentationMetrics, delta_t
+from .train import fit, train
 from .trivial import trivial_metrics
 
 
@@ -78,3 +79,51 @@ def _check_tasks(config: RunConfig, dataset: SynthDataset) -> None:
     seg = config.model.tasks.get("seg")
     if seg is not None and seg.channels != len(dataset.classes):
         raise TaskcutError(f"task seg has {seg.channels} classes but the data has {len(dataset.classes)}")
+
+
+def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
+                   lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
+                   device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
+    """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation."""
+    model_path, out = Path(model_path), Path(out)
+    check_writable(out, force)
+    if out.resolve() == model_path.resolve():
+        raise TaskcutError(f"--out {out} would overwrite the input model")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps), seed=seed)
+    spec = read_spec(model_path)
+    train_set, val_set = open_dataset(data, "train"), open_dataset(data, "val")
+    model = load(model_path, device)
+    weights = {name: t.loss_weight for name, t in model.config.tasks.items()}
+    result = fit(model, model.config.task_specs(), weights, cfg, train_set, val_set, device, show_progress,
+                 label="finetune")
+    provenance = {**spec.get("provenance", {}), "finetune": {"steps": steps, "batch_size": batch_size, "lr": lr,
+                                                             "best_step": result.best_step, "data": data}}
+    save(result.model, out, provenance)
+    return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
+            "history": result.history}
+
+
+def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
+                   out: Path | None = None, force: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks."""
+    if out is not None:
+        check_writable(Path(out), force)
+    model = load(model_path, device)
+    dataset = open_dataset(data, split)
+    specs = model.config.task_specs()
+    metrics = evaluate(model, dataset, specs, device=device)
+    report: dict[str, Any] = {"model": str(model_path), "split": split, "data": data, "metrics": metrics}
+    if baseline is not None:
+        base = load(baseline, device)
+        missing = [t for t in specs if t not in base.tasks]
+        if missing:
+            raise TaskcutError(f"baseline {baseline} has no task(s) {', '.join(missing)}")
+        base_metrics = evaluate(select(base, list(specs)), dataset, specs, device=device)
+        report["baseline"] = {"model": str(baseline), "metrics": base_metrics}
+        try:
+            report["baseline"].update(delta_t(metrics, base_metrics, specs).to_dict())
+        except ValueError as exc:  # a baseline metric of 0: the relative change is undefined; keep the metrics
+            report["baseline"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+    if out is not None:
+        write_text(Path(out), json.dumps(report, indent=2))
+    return report
