@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -61,7 +61,6 @@ class DataConfig(_Strict):
     seed: int = Field(default=0, ge=0)
     soft_width: float = Field(default=2.0, gt=0)
     keypoint_width: float = Field(default=4.0, gt=0)
-    crop: Optional[tuple[int, int]] = None
 
     @field_validator("size")
     @classmethod

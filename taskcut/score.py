@@ -2,8 +2,9 @@
 
 |w * dL_t/dw| is the magnitude of the gradient of L_t with respect to an all-ones mask on w
 (SNIP's connection sensitivity, taken per task). One forward pass per batch serves every
-selected task: each task's loss is differentiated with `torch.autograd.grad` over the
-parameters it depends on, keeping the graph until the last task. Unselected tasks cost
+selected task: each task's loss is back-propagated to the parameters it depends on only
+(`backward(inputs=...)`), keeping the graph until the last task. Each weight's gradient is
+folded into its score by a post-accumulate hook the moment it is ready and then freed. Unselected tasks cost
 nothing. The model is in eval mode (running BatchNorm statistics, no dropout), so scores
 are a deterministic function of the weights and the batches.
 """
@@ -64,26 +65,43 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
     params = prunable_parameters(model, scope)
     scores: Scores = {}
     targets: dict[str, list[str]] = {}
+    current: list[str] = []
+    names_by_id = {id(p): n for n, p in params.items()}
+
+    def accumulate(param: torch.Tensor) -> None:
+        # Runs as soon as a weight's gradient is ready; folding it into the score and
+        # dropping it at once means the gradients of all weights never live together.
+        acc = scores[current[0]].get(names_by_id[id(param)])
+        if acc is not None and param.grad is not None:
+            acc.add_((param.detach() * param.grad).abs_())
+        param.grad = None
+
+    handles = []
     seen = 0
     with _with_eval(model), progress_bar(show_progress) as bar:
         job = bar.add_task("score", total=total, info=", ".join(tasks))
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            outputs = task_outputs(model(batch["image"]))
-            if not targets:
-                decomposition = decomposition or decompose_outputs(model, outputs)
-                targets = _task_params(decomposition, tasks, params)
-                scores = {t: {n: torch.zeros_like(params[n]) for n in names} for t, names in targets.items()}
-            names = list(tasks)
-            for i, task in enumerate(names):
-                loss = tasks[task].loss(outputs[task], batch[task])
-                wanted = [params[n] for n in targets[task]]
-                grads = torch.autograd.grad(loss, wanted, retain_graph=i < len(names) - 1, allow_unused=True)
-                for n, w, g in zip(targets[task], wanted, grads):
-                    if g is not None:
-                        scores[task][n] += (w.detach() * g).abs()
-            seen += 1
-            bar.update(job, advance=1)
+        try:
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs = task_outputs(model(batch["image"]))
+                if not targets:
+                    decomposition = decomposition or decompose_outputs(model, outputs)
+                    targets = _task_params(decomposition, tasks, params)
+                    scores = {t: {n: torch.zeros_like(params[n]) for n in names} for t, names in targets.items()}
+                    for p in params.values():
+                        p.grad = None
+                    handles = [params[n].register_post_accumulate_grad_hook(accumulate)
+                               for n in dict.fromkeys(n for names in targets.values() for n in names)]
+                names = list(tasks)
+                for i, task in enumerate(names):
+                    current[:] = [task]
+                    loss = tasks[task].loss(outputs[task], batch[task])
+                    loss.backward(inputs=[params[n] for n in targets[task]], retain_graph=i < len(names) - 1)
+                seen += 1
+                bar.update(job, advance=1)
+        finally:
+            for handle in handles:
+                handle.remove()
     if seen == 0:
         raise TaskcutError("score got no batches")
     return scores
