@@ -61,7 +61,6 @@ def _setup(model_name: str, n_batches: int, tasks: list[str] | None):
 
 
 def worker(mode: str, model_name: str, n_batches: int, out: Path) -> None:
-    import torch
     from safetensors.torch import save_file
 
     from taskcut.score import score, score_reference

@@ -13,10 +13,10 @@ from . import __version__
 from .compact.masking import apply_masks
 from .data.dataset import iterate_batches, open_dataset
 from .errors import TaskcutError
-from .fileio import check_writable
+from .fileio import check_writable, file_sha256
 from .fuse import check_sparsity, fuse, parse_rule
 from .models import load, save
-from .models.io import file_sha256, read_spec
+from .models.io import read_spec
 from .score import score
 from .select import check_tasks, select
 
@@ -72,7 +72,8 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
     seconds = time.perf_counter() - start
     fusion = fuse(scores, sparsity, rule)
     apply_masks(small, fusion.masks)
-    provenance = {"taskcut": __version__, "base": spec.get("provenance", {}), "source": str(base), "source_sha256": file_sha256(base),
+    provenance = {"taskcut": __version__, "base": spec.get("provenance", {}), "source": str(base),
+                  "source_sha256": file_sha256(base),
                   "method": "cut", "tasks": chosen, "rule": rule, "sparsity": sparsity,
                   "achieved_sparsity": fusion.sparsity, "keep_ratio": fusion.keep_ratio,
                   "score_batches": batches, "score_batch_size": batch_size, "data": data}

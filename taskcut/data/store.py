@@ -7,7 +7,6 @@ into a temporary folder and renamed into place, so an interrupted run leaves no 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import TaskcutError
+from ..fileio import file_sha256
 from .synth import CLASS_NAMES, IGNORE_INDEX, SPLITS, TASKS, SynthOptions, render
 
 FORMAT = "taskcut.synth"
@@ -28,14 +28,6 @@ SHARD_SIZE = 256
 #: How each array is stored; the reader turns them back into float32 / int64.
 STORED_DTYPES = {"image": np.uint8, "seg": np.uint8, "normal": np.float16, "depth": np.float16,
                  "keypoint": np.float16, "edge": np.float16}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _encode(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -91,7 +83,7 @@ def write_synth(out: Path, counts: dict[str, int], size: tuple[int, int], seed: 
                 arrays = {key: np.stack([s[key] for s in samples]) for key in STORED_DTYPES}
                 name = f"{split}-{len(shards):04d}.npz"
                 np.savez_compressed(staging / name, **arrays)
-                shards.append({"file": name, "count": stop - start, "sha256": _sha256(staging / name)})
+                shards.append({"file": name, "count": stop - start, "sha256": file_sha256(staging / name)})
             manifest["splits"][split] = {"count": n, "shards": shards}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if out.exists():
@@ -135,7 +127,7 @@ def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndar
         file = root / shard["file"]
         if not file.is_file():
             raise TaskcutError(f"{file} is named in the manifest but missing")
-        if verify and _sha256(file) != shard["sha256"]:
+        if verify and file_sha256(file) != shard["sha256"]:
             raise TaskcutError(f"{file} does not match its checksum in the manifest (changed or truncated)")
         try:
             with np.load(file, allow_pickle=False) as data:

@@ -6,7 +6,6 @@ unpickled, so a model file cannot run code, and no training arguments are needed
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -127,11 +126,3 @@ def _unpack_masked(path: Path, tensors: dict[str, torch.Tensor],
         tensors[name] = dense
         masks[name] = keep
     return masks
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
