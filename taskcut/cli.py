@@ -239,6 +239,44 @@ def evaluate_cmd(
         out.print(f"wrote {out_file}")
 
 
+@app.command("compare")
+@_clean_errors
+def compare_cmd(
+    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
+    tasks: str = typer.Option(..., help="Comma-separated tasks to keep, e.g. seg,depth."),
+    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for results.csv/md, plots and report.html."),
+    sparsities: str = typer.Option("0.3,0.5,0.7,0.9", help="Comma-separated sparsities in [0, 1)."),
+    methods: str = typer.Option("cut,disparse,snip,magnitude,random", help="Comma-separated methods."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
+    finetune_steps: int = typer.Option(100, help="Fine-tuning steps per cell (the same budget for every method)."),
+    batches: int = typer.Option(20, help="Scoring batches."),
+    batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    device: str = typer.Option("cpu"),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Compare pruning methods at equal sparsity and fine-tuning budget; resumable."""
+    from .compare import CompareSpec, parse_floats, parse_ints, run_compare
+    from .report import markdown, summary_table
+
+    _check_device(device)
+    spec = CompareSpec(base=base, tasks=_task_list(tasks), sparsities=parse_floats(sparsities, "--sparsities"),
+                       methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data, out=out_dir,
+                       finetune_steps=finetune_steps, batches=batches, batch_size=batch_size)
+    rows = run_compare(spec, device, not quiet)
+    columns, table = summary_table(rows, _specs(base, spec.tasks))
+    typer.echo(markdown(columns, table))
+    out.print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'results.md'} and {out_dir / 'report.html'}")
+
+
+def _specs(base: Path, tasks: list[str]) -> dict:
+    from .models import read_spec
+    from .tasks import TaskSpec
+
+    model_tasks = read_spec(base)["model"]["tasks"]
+    return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
+
+
 @app.command("demo")
 @_clean_errors
 def demo_cmd(

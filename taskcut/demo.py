@@ -22,6 +22,7 @@ from .prune import prune
 MARKER = ".taskcut-demo"
 TASKS = ["seg", "depth"]
 SPARSITY = 0.7
+COMPARE_METHODS = ["cut", "magnitude", "random"]
 FINETUNE = {"steps": 300, "batch_size": 32, "lr": 5e-4, "val_every": 50}
 
 
@@ -69,9 +70,26 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
         "finetuned": tuned_eval["metrics"], "finetuned_delta_T": tuned_eval["baseline"]["delta_T"],
         "finetuned_per_task": tuned_eval["baseline"]["per_task"], "seconds": time.perf_counter() - t0,
     }
+    result["comparison"] = _comparison(base, data, out / "compare", device, show_progress)
+    result["seconds"] = time.perf_counter() - t0
     write_text(out / "results.json", json.dumps(result, indent=2))
     write_text(out / "report.md", render_report(result))
     return result
+
+
+def _comparison(base: Path, data: str, out: Path, device: str, show_progress: bool) -> dict[str, Any]:
+    """cut, magnitude and random at 70% with the demo's fine-tuning budget, through `taskcut compare`."""
+    import shutil
+
+    from .compare import CompareSpec, run_compare
+
+    if out.exists():
+        shutil.rmtree(out)  # the demo folder is the demo's own; a fresh base may have been trained
+    spec = CompareSpec(base=base, tasks=TASKS, sparsities=[SPARSITY], methods=COMPARE_METHODS, seeds=[0],
+                       data=data, out=out, finetune_steps=FINETUNE["steps"], batches=50, batch_size=8,
+                       finetune_batch_size=FINETUNE["batch_size"], lr=FINETUNE["lr"])
+    rows = run_compare(spec, device, show_progress)
+    return {r["method"]: {"delta_T": r["delta_T"], **{k: r[k] for k in r if k.startswith("delta_")}} for r in rows}
 
 
 def render_report(r: dict[str, Any]) -> str:
@@ -99,6 +117,11 @@ def render_report(r: dict[str, Any]) -> str:
         f"({p['bytes_after'] / p['bytes_selected_dense']:.2f} x dense) |", "",
         f"Time: base model {r['base_seconds']:.0f} s ({'trained now' if r['base_trained_now'] else 'cached'}), "
         f"scoring {p['seconds_scoring']:.1f} s, fine-tuning {r['finetune_seconds']:.0f} s, total {r['seconds']:.0f} s.",
-        "",
+        "", "## Against simple baselines at the same sparsity and fine-tuning budget (seed 0)", "",
+        "| method | delta_T | " + " | ".join(f"delta {t}" for t in TASKS) + " |", "|---|---|" + "---|" * len(TASKS),
     ]
+    for method, d in r.get("comparison", {}).items():
+        lines.append(f"| {method} | {d['delta_T']:+.2f}% | " + " | ".join(f"{d[f'delta_{t}']:+.2f}%" for t in TASKS) + " |")
+    lines += ["", "![delta_T against sparsity](compare/plots/delta_t.png)", "",
+              "Full tables, plots and sample predictions: `compare/report.html`.", ""]
     return "\n".join(lines)

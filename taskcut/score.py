@@ -22,6 +22,7 @@ from .progress import progress_bar
 from .tasks import TaskSpec
 
 Scores = dict[str, dict[str, torch.Tensor]]
+COMBINED = "combined"
 Scope = Callable[[nn.Module, str], bool]
 
 
@@ -54,11 +55,14 @@ def _with_eval(model: nn.Module):
 
 def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Mapping[str, torch.Tensor]],
           decomposition: Decomposition | None = None, scope: Scope = conv_linear_weights,
-          device: torch.device | str = "cpu", show_progress: bool = False, total: int | None = None) -> Scores:
+          device: torch.device | str = "cpu", show_progress: bool = False, total: int | None = None,
+          combined: Mapping[str, float] | None = None) -> Scores:
     """Per-task CUT scores `{task: {param name: tensor like the weight}}` for the selected `tasks`.
 
     Only weights that task t depends on get a score for t (from `decomposition`, read off the
-    first batch's graph when not given).
+    first batch's graph when not given). With `combined` (loss weights per task), there is
+    one objective instead, the weighted sum of the task losses (SNIP on a multi-task model),
+    scored over every weight some selected task uses: `{"combined": {...}}`.
     """
     if not tasks:
         raise TaskcutError("score needs at least one selected task")
@@ -87,16 +91,21 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
                 if not targets:
                     decomposition = decomposition or decompose_outputs(model, outputs)
                     targets = _task_params(decomposition, tasks, params)
+                    if combined is not None:
+                        targets = {COMBINED: list(dict.fromkeys(n for names in targets.values() for n in names))}
                     scores = {t: {n: torch.zeros_like(params[n]) for n in names} for t, names in targets.items()}
                     for p in params.values():
                         p.grad = None
                     handles = [params[n].register_post_accumulate_grad_hook(accumulate)
                                for n in dict.fromkeys(n for names in targets.values() for n in names)]
-                names = list(tasks)
-                for i, task in enumerate(names):
-                    current[:] = [task]
-                    loss = tasks[task].loss(outputs[task], batch[task])
-                    loss.backward(inputs=[params[n] for n in targets[task]], retain_graph=i < len(names) - 1)
+                names = list(targets)
+                for i, key in enumerate(names):
+                    current[:] = [key]
+                    if key == COMBINED and combined is not None:
+                        loss = sum(combined.get(t, 1.0) * spec.loss(outputs[t], batch[t]) for t, spec in tasks.items())
+                    else:
+                        loss = tasks[key].loss(outputs[key], batch[key])
+                    loss.backward(inputs=[params[n] for n in targets[key]], retain_graph=i < len(names) - 1)
                 seen += 1
                 bar.update(job, advance=1)
         finally:

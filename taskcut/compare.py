@@ -1,0 +1,190 @@
+"""`taskcut compare`: pruning methods side by side at equal sparsity and equal fine-tuning budget.
+
+Each (method, sparsity, seed) cell selects the tasks, scores, fuses to the exact sparsity
+with the shared `fuse`, masks, fine-tunes with the same budget and evaluates on the test
+split against the dense model restricted to the same tasks. Finished cells are rows of
+`results.csv` and are not recomputed when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .compact.masking import apply_masks
+from .config import TrainConfig
+from .data.dataset import SynthDataset, iterate_batches, open_dataset
+from .errors import TaskcutError
+from .evaluate import evaluate
+from .fileio import write_text
+from .fuse import check_sparsity, fuse
+from .methods import RULES, check_methods, method_scores
+from .models import load, save
+from .models.io import read_spec
+from .progress import console
+from .select import check_tasks, select
+from .tasks import delta_t
+from .train import fit
+
+
+@dataclass
+class CompareSpec:
+    base: Path
+    tasks: list[str]
+    sparsities: list[float]
+    methods: list[str]
+    seeds: list[int]
+    data: str
+    out: Path
+    finetune_steps: int = 100
+    batches: int = 20
+    batch_size: int = 8
+    finetune_batch_size: int = 32
+    lr: float = 5e-4
+
+
+def validate(spec: CompareSpec) -> list[str]:
+    """Check every input before anything is written; returns the tasks in the model's order."""
+    check_methods(spec.methods)
+    if not spec.sparsities:
+        raise TaskcutError("give at least one sparsity")
+    for s in spec.sparsities:
+        check_sparsity(s)
+    if not spec.seeds:
+        raise TaskcutError("give at least one seed")
+    if spec.finetune_steps < 0:
+        raise TaskcutError(f"--finetune-steps must be >= 0, got {spec.finetune_steps}")
+    model_spec = read_spec(spec.base)
+    tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
+    train = open_dataset(spec.data, "train")
+    if spec.batches * spec.batch_size > len(train):
+        raise TaskcutError(f"asked for {spec.batches} scoring batches of {spec.batch_size}, "
+                           f"but the train split holds {len(train)}")
+    return tasks
+
+
+def cell_name(method: str, sparsity: float, seed: int) -> str:
+    return f"{method}-s{sparsity:g}-seed{seed}"
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(path.read_text())):
+        rows.append({k: (v if k == "method" else float(v)) for k, v in row.items()})
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) every cell, then write the tables, plots and report."""
+    from .report import write_report
+
+    tasks = validate(spec)
+    out = spec.out
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    settings = {"base": str(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
+                "batches": spec.batches, "batch_size": spec.batch_size, "lr": spec.lr,
+                "finetune_batch_size": spec.finetune_batch_size}
+    settings_path = out / "settings.json"
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+        raise TaskcutError(f"{out} holds results made with other settings ({settings_path}); use another --out")
+    write_text(settings_path, json.dumps(settings, indent=2))
+
+    base = load(spec.base, device)
+    dense = select(base, tasks)
+    specs = dense.config.task_specs()
+    weights = {t: c.loss_weight for t, c in dense.config.tasks.items()}
+    train_set, val_set, test_set = (open_dataset(spec.data, s) for s in ("train", "val", "test"))
+    dense_path = out / "dense.json"
+    if dense_path.is_file():
+        dense_metrics = json.loads(dense_path.read_text())
+    else:
+        dense_metrics = evaluate(dense, test_set, specs, device=device)
+        write_text(dense_path, json.dumps(dense_metrics, indent=2))
+
+    rows = read_rows(out / "results.csv")
+    done = {cell_name(r["method"], r["sparsity"], int(r["seed"])) for r in rows}
+    cells = [(m, s, seed) for s in spec.sparsities for m in spec.methods for seed in spec.seeds]
+    for i, (method, sparsity, seed) in enumerate(cells, 1):
+        name = cell_name(method, sparsity, seed)
+        if name in done:
+            continue
+        console.print(f"[{i}/{len(cells)}] {name}")
+        row = _run_cell(spec, base, tasks, specs, weights, dense_metrics, train_set, val_set, test_set,
+                        method, sparsity, seed, device, show_progress)
+        rows.append(row)
+        _write_rows(out / "results.csv", rows)
+    write_report(out, rows, dense_metrics, specs, spec, test_set, device)
+    return rows
+
+
+def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], specs, weights, dense_metrics,
+              train_set: SynthDataset, val_set: SynthDataset, test_set: SynthDataset, method: str, sparsity: float,
+              seed: int, device: str, show_progress: bool) -> dict[str, Any]:
+    model = select(base, tasks)
+    generator = torch.Generator().manual_seed(seed)
+    batches = islice(iterate_batches(train_set, spec.batch_size, shuffle=True, generator=generator), spec.batches)
+    start = time.perf_counter()
+    scores = method_scores(method, model, specs, weights, batches, seed=seed, device=device)
+    fusion = fuse(scores, sparsity, RULES[method])
+    score_seconds = time.perf_counter() - start
+    apply_masks(model, fusion.masks)
+    start = time.perf_counter()
+    if spec.finetune_steps > 0:
+        cfg = TrainConfig(steps=spec.finetune_steps, batch_size=spec.finetune_batch_size, lr=spec.lr,
+                          val_every=max(1, spec.finetune_steps // 4), seed=seed)
+        model = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label=method).model
+    finetune_seconds = time.perf_counter() - start
+    metrics = evaluate(model, test_set, specs, device=device)
+    delta = delta_t(metrics, dense_metrics, specs)
+    path = save(model, spec.out / "models" / f"{cell_name(method, sparsity, seed)}.safetensors",
+                {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks)})
+    kept = sum(int(m.sum()) for m in fusion.masks.values())
+    row: dict[str, Any] = {
+        "method": method, "sparsity": sparsity, "seed": seed, "achieved_sparsity": fusion.sparsity,
+        "delta_T": delta.delta_t, **{f"delta_{t}": v for t, v in delta.per_task.items()},
+    }
+    for task, values in metrics.items():
+        row.update({f"{task}.{k}": v for k, v in values.items()})
+    row.update({
+        "params_nonzero": sum(p.numel() for p in model.parameters()) - (fusion.total - kept),
+        "file_bytes": path.stat().st_size, "score_seconds": score_seconds, "finetune_seconds": finetune_seconds,
+    })
+    write_text(spec.out / "layers" / f"{cell_name(method, sparsity, seed)}.json", json.dumps(fusion.per_layer))
+    return row
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TaskcutError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if any(math.isnan(v) for v in values):
+        raise TaskcutError(f"{what} holds NaN")
+    return values
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TaskcutError(f"{what} must be comma-separated integers, got {text!r}") from None

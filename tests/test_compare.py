@@ -1,0 +1,87 @@
+"""`taskcut compare`: methods at equal sparsity, resumable cells, report files, and refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taskcut.cli import app
+from taskcut.fuse import fuse
+from taskcut.methods import RULES, method_scores
+from taskcut.score import prunable_parameters
+from taskcut.models import build_model, save
+from taskcut.select import select
+
+from .conftest import tiny_model_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config()).eval()
+    with torch.no_grad():
+        for branch in model.heads["depth"].branches:
+            branch.conv3.bias.fill_(1.25)
+    return save(model, tmp_path_factory.mktemp("cmp") / "base.safetensors")
+
+
+def _args(base: Path, synth_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["compare", str(base), "--tasks", "seg,depth", "--data", f"synth:{synth_dir}", "--out", str(out),
+            "--sparsities", "0.5", "--seeds", "0", "--finetune-steps", "1", "--batches", "2", "--batch-size", "4",
+            "--quiet", *extra]
+
+
+@pytest.mark.parametrize("method", ["cut", "disparse", "snip", "magnitude", "random"])
+def test_every_method_meets_the_same_sparsity(base: Path, synth_dir: Path, method: str) -> None:
+    from taskcut import load
+    from taskcut.data import SynthDataset, iterate_batches
+
+    model = select(load(base), ["seg", "depth"])
+    batches = list(iterate_batches(SynthDataset(synth_dir, "train"), 4))[:2]
+    scores = method_scores(method, model, model.config.task_specs(), {}, batches, seed=1)
+    result = fuse(scores, 0.6, RULES[method])
+    assert abs(result.sparsity - 0.6) <= 1e-3
+    assert set(result.masks) == set(prunable_parameters(model))
+
+
+def test_compare_writes_results_and_resumes(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, _args(base, synth_dir, out, "--methods", "cut,random"))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], float(r["sparsity"])) for r in rows] == [("cut", 0.5), ("random", 0.5)]
+    for r in rows:
+        assert abs(float(r["achieved_sparsity"]) - 0.5) <= 1e-3
+        assert {"delta_T", "seg.miou", "depth.abs_err", "file_bytes", "score_seconds"} <= set(r)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 + 2 + 1 + 2
+    assert "cut" in (out / "results.md").read_text()
+    stamp = (out / "models" / "cut-s0.5-seed0.safetensors").stat().st_mtime_ns
+    result = runner.invoke(app, _args(base, synth_dir, out, "--methods", "cut,random,magnitude"))
+    assert result.exit_code == 0, result.output
+    assert (out / "models" / "cut-s0.5-seed0.safetensors").stat().st_mtime_ns == stamp  # not recomputed
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 3
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--methods", "cut,lottery"], "unknown method.*lottery; methods: cut, disparse, snip, magnitude, random"),
+    (["--sparsities", "0.5,1.2"], r"sparsity must be in \[0, 1\)"),
+    (["--sparsities", "-0.1"], r"sparsity must be in \[0, 1\)"),
+    (["--seeds", ""], "at least one seed"),
+])
+def test_compare_bad_input_writes_nothing(base: Path, synth_dir: Path, tmp_path: Path, extra: list[str],
+                                          match: str) -> None:
+    import re
+
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, _args(base, synth_dir, out, *extra))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and re.search(match, lines[0]), result.output
+    assert not out.exists()
