@@ -52,8 +52,8 @@ class CompareSpec:
     lr: float = 5e-4
 
 
-def validate(spec: CompareSpec) -> list[str]:
-    """Check every input before anything is written; returns the tasks in the model's order."""
+def validate(spec: CompareSpec) -> tuple[list[str], SynthDataset]:
+    """Check every input before anything is written; the tasks in the model's order and the train split."""
     check_methods(spec.methods)
     if not spec.sparsities:
         raise TaskcutError("give at least one sparsity")
@@ -69,7 +69,7 @@ def validate(spec: CompareSpec) -> list[str]:
     if spec.batches * spec.batch_size > len(train):
         raise TaskcutError(f"asked for {spec.batches} scoring batches of {spec.batch_size}, "
                            f"but the train split holds {len(train)}")
-    return tasks
+    return tasks, train
 
 
 def cell_name(method: str, sparsity: float, seed: int) -> str:
@@ -98,7 +98,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     """Run (or resume) every cell, then write the tables, plots and report."""
     from .report import write_report
 
-    tasks = validate(spec)
+    tasks, train_set = validate(spec)
     out = spec.out
     (out / "models").mkdir(parents=True, exist_ok=True)
     settings = {"base": str(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
@@ -113,7 +113,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     dense = select(base, tasks)
     specs = dense.config.task_specs()
     weights = {t: c.loss_weight for t, c in dense.config.tasks.items()}
-    train_set, val_set, test_set = (open_dataset(spec.data, s) for s in ("train", "val", "test"))
+    val_set, test_set = open_dataset(spec.data, "val"), open_dataset(spec.data, "test")
     dense_path = out / "dense.json"
     if dense_path.is_file():
         dense_metrics = json.loads(dense_path.read_text())
@@ -133,7 +133,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
                         method, sparsity, seed, device, show_progress)
         rows.append(row)
         _write_rows(out / "results.csv", rows)
-    write_report(out, rows, dense_metrics, specs, spec, test_set, device)
+    write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
     return rows
 
 

@@ -15,7 +15,6 @@ import torch
 from .data.dataset import SynthDataset
 from .fileio import atomic_path, write_text
 from .models import load
-from .select import select
 from .tasks import TaskSpec
 
 MAIN_METRIC = {"segmentation": "miou", "normal": "mean_angle", "depth": "abs_err", "keypoint": "mae", "edge": "mae"}
@@ -120,8 +119,8 @@ def plot_layers(out: Path, rows: list[dict[str, Any]], sparsity: float, seed: in
     return _save(fig, path)
 
 
-def plot_samples(out: Path, rows: list[dict[str, Any]], spec, test_set: SynthDataset, sparsity: float, seed: int,
-                 task: str, kind: str, path: Path, device: str = "cpu") -> Path:
+def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, test_set: SynthDataset,
+                 sparsity: float, seed: int, task: str, kind: str, path: Path, device: str = "cpu") -> Path:
     """One test image: image, ground truth, dense, then each method at `sparsity`."""
     from .compare import cell_name
     from .tasks import resize_to
@@ -129,7 +128,7 @@ def plot_samples(out: Path, rows: list[dict[str, Any]], spec, test_set: SynthDat
     plt = _plt()
     item = test_set.batch(torch.tensor([0]))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    models = [("dense", select(load(spec.base, device), spec.tasks))]
+    models = [("dense", dense)]
     for m in methods:
         file = out / "models" / f"{cell_name(m, sparsity, seed)}.safetensors"
         if file.is_file():
@@ -161,7 +160,8 @@ def _show(x: torch.Tensor, kind: str) -> np.ndarray:
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[str, Mapping[str, float]],
-                 specs: Mapping[str, TaskSpec], spec, test_set: SynthDataset, device: str = "cpu") -> Path:
+                 specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: SynthDataset,
+                 device: str = "cpu") -> Path:
     """results.md, the plots and report.html (images inline, no network needed)."""
     columns, table = summary_table(rows, specs)
     write_text(out / "results.md", markdown(columns, table))
@@ -178,7 +178,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
     seed = int(min(r["seed"] for r in rows))
     images.append(("shared trunk: per-layer sparsity", plot_layers(out, rows, shown, seed, plots / "layers.png")))
     for task, s in specs.items():
-        images.append((f"sample predictions: {task}", plot_samples(out, rows, spec, test_set, shown, seed, task, s.kind,
+        images.append((f"sample predictions: {task}", plot_samples(out, rows, dense, test_set, shown, seed, task, s.kind,
                                                                    plots / f"samples_{task}.png", device)))
     page = _html(columns, table, images, spec)
     write_text(out / "report.html", page)

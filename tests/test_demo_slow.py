@@ -16,5 +16,7 @@ def test_demo_meets_the_bar(tmp_path: Path, isolated_cache: Path) -> None:
     assert abs(result["prune"]["achieved"] - 0.7) <= 1e-3
     assert result["finetuned_delta_T"] >= -3.0, result["finetuned_per_task"]
     assert (tmp_path / "demo" / "report.md").is_file()
+    assert set(result["comparison"]) == {"cut", "magnitude", "random"}
+    assert (tmp_path / "demo" / "compare" / "report.html").is_file()
     again = demo(tmp_path / "demo", show_progress=False)  # data and base model come from the cache
     assert not again["base_trained_now"]
