@@ -153,6 +153,8 @@ def prune_cmd(
     data: str = typer.Option(..., help="KIND:PATH of the data whose train split is scored, e.g. synth:DIR."),
     out_file: Path = typer.Option(..., "--out", help="Compact model file to write."),
     fusion: str = typer.Option("vote", help="vote, vote:K, majority, union, intersection or score-sum."),
+    structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
+                                    "--sparsity is then the fraction of parameters removed."),
     batches: int = typer.Option(50, help="Batches to score."),
     batch_size: int = typer.Option(8, help="Images per scoring batch."),
     device: str = typer.Option("cpu", help="torch device."),
@@ -164,7 +166,7 @@ def prune_cmd(
 
     _check_device(device)
     summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
-                    not quiet)
+                    not quiet, structured)
     table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity} ({summary.rule})")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -173,7 +175,8 @@ def prune_cmd(
     table.add_row("file size", f"{summary.bytes_before / 1e6:.2f} MB", f"{summary.bytes_after / 1e6:.2f} MB")
     table.add_row("file size, same tasks dense", f"{summary.bytes_selected_dense / 1e6:.2f} MB",
                   f"{summary.bytes_after / summary.bytes_selected_dense:.2f} x")
-    table.add_row("sparsity of prunable weights", "0", f"{summary.achieved:.4f}")
+    table.add_row("parameters removed" if structured else "sparsity of prunable weights", "0",
+                  f"{summary.achieved:.4f}")
     out.print(table)
     _print_layers(summary.per_layer)
     out.print(f"wrote {out_file}")

@@ -9,6 +9,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from . import __version__
 from .compact.masking import apply_masks
 from .data.dataset import iterate_batches, open_dataset
@@ -43,7 +45,7 @@ class PruneSummary:
 
 def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: str, rule: str = "vote",
           batches: int = 50, batch_size: int = 8, force: bool = False, device: str = "cpu",
-          show_progress: bool = True) -> PruneSummary:
+          show_progress: bool = True, structured: bool = False) -> PruneSummary:
     """Prune `base` to `tasks` at `sparsity` with CUT and write the compact model to `out`.
 
     Every input is checked before any work, so a bad one writes nothing.
@@ -56,6 +58,9 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
     spec = read_spec(base)
     chosen = check_tasks(list(spec["model"]["tasks"]), tasks)
     parse_rule(rule, len(chosen))
+    if structured and rule == "score-sum":
+        raise TaskcutError("score-sum is not available for structured pruning; use vote, vote:K, majority, union "
+                           "or intersection")
     if batches < 1 or batch_size < 1:
         raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
     dataset = open_dataset(data, "train")
@@ -70,11 +75,12 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
     scores = score(small, specs, islice(iterate_batches(dataset, batch_size), batches), device=device,
                    show_progress=show_progress, total=batches)
     seconds = time.perf_counter() - start
+    if structured:
+        return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
+                                  batches, batch_size, seconds)
     fusion = fuse(scores, sparsity, rule)
     apply_masks(small, fusion.masks)
-    provenance = {"taskcut": __version__, "base": spec.get("provenance", {}), "source": str(base),
-                  "source_sha256": file_sha256(base),
-                  "method": "cut", "tasks": chosen, "rule": rule, "sparsity": sparsity,
+    provenance = {**_provenance(base, spec), "method": "cut", "tasks": chosen, "rule": rule, "sparsity": sparsity,
                   "achieved_sparsity": fusion.sparsity, "keep_ratio": fusion.keep_ratio,
                   "score_batches": batches, "score_batch_size": batch_size, "data": data}
     save(small, out, provenance)
@@ -91,3 +97,38 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         seconds_scoring=seconds,
     )
 
+
+
+def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"taskcut": __version__, "base": spec.get("provenance", {}), "source": str(base),
+            "source_sha256": file_sha256(base)}
+
+
+def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,
+                       scores, chosen: list[str], sparsity: float, rule: str, out: Path, data: str, batches: int,
+                       batch_size: int, seconds: float) -> PruneSummary:
+    """Channel-level CUT: remove whole channels, save the smaller dense model."""
+    from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
+
+    before = {n: p.numel() for n, p in small.named_parameters()}
+    example = dataset.batch(torch.tensor([0]))["image"].to(next(small.parameters()).device)
+    result = structured_prune(small, example, scores, sparsity, rule)
+    if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
+        raise TaskcutError(f"structured pruning reached sparsity {result['sparsity']:.4f}, not {sparsity} within "
+                           f"{STRUCTURED_TOLERANCE}: the model has too few channels for that; nothing written")
+    provenance = {**_provenance(base, spec), "method": "cut-structured", "tasks": chosen, "rule": rule,
+                  "sparsity": sparsity, "achieved_sparsity": result["sparsity"], "score_batches": batches,
+                  "score_batch_size": batch_size, "data": data}
+    save(small, out, provenance)
+    with tempfile.TemporaryDirectory() as tmp:
+        dense_bytes = save(select(model, chosen), Path(tmp) / "dense.safetensors").stat().st_size
+    after = dict(small.named_parameters())
+    return PruneSummary(
+        tasks=chosen, rule=rule, sparsity=sparsity, achieved=result["sparsity"], keep_ratio=float("nan"),
+        params_before=sum(p.numel() for p in model.parameters()), params_selected=result["parameters_before"],
+        params_after=result["parameters_after"], bytes_before=base.stat().st_size, bytes_after=out.stat().st_size,
+        bytes_selected_dense=dense_bytes,
+        per_layer={n: (size, 1.0 - after[n].numel() / size) for n, size in before.items()
+                   if n in after and after[n].dim() > 1},
+        seconds_scoring=seconds,
+    )

@@ -39,7 +39,8 @@ def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | N
     path = Path(path)
     masks = masks_of(model)
     spec = {"format": FORMAT, "version": VERSION, "model": model.config.model_dump(mode="json"),
-            "masked": {name: list(m.shape) for name, m in masks.items()}, "provenance": provenance or {}}
+            "masked": {name: list(m.shape) for name, m in masks.items()}, "shapes": _changed_shapes(model),
+            "provenance": provenance or {}}
     tensors = {}
     for key, value in plain_state(model).items():
         value = value.detach().cpu()
@@ -52,6 +53,16 @@ def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | N
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(spec)})
     return path
+
+
+def _changed_shapes(model: MultiTaskModel) -> dict[str, list[int]]:
+    """Shapes that differ from the architecture the config builds: channels removed by structured pruning."""
+    with torch.device("meta"):
+        reference = build_model(model.config).state_dict()
+    from ..compact.masking import plain_state
+
+    return {k: list(v.shape) for k, v in plain_state(model).items()
+            if k in reference and tuple(reference[k].shape) != tuple(v.shape)}
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
@@ -84,6 +95,10 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel
     except (ValidationError, KeyError) as exc:
         raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
     model = build_model(config)
+    if spec.get("shapes"):
+        from ..compact.structured import reshape_like
+
+        reshape_like(model, spec["shapes"])
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

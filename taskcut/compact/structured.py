@@ -1,0 +1,230 @@
+"""Structured compaction: CUT at channel level, with whole channels physically removed.
+
+torch-pruning's DependencyGraph finds the groups of coupled channels (a conv's outputs,
+the BatchNorm after it, the inputs of every conv that reads them, across residual adds).
+For each selected task a channel's importance is the sum of that task's CUT scores
+|w * dL_t/dw| over every weight slice the channel couples. Per task, the channels are
+ranked by importance normalised by the task's total; the keep sets are fused with the same
+named rules as the unstructured path (counted among the tasks that use the group), and the
+per-task keep ratio is found by bisection so the removed share of the model's parameters
+matches the requested sparsity. The last conv of each head keeps its outputs; every group
+keeps at least one channel. The result is a plain, smaller dense model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import TaskcutError
+from ..fuse import Rule, check_sparsity, parse_rule
+from ..score import Scores
+
+STRUCTURED_TOLERANCE = 0.01
+
+
+def _tp():
+    try:
+        import torch_pruning as tp
+    except ImportError as exc:  # an optional dependency: only structured pruning needs it
+        raise TaskcutError("structured pruning needs torch-pruning (pip install 'torch-pruning>=1.6,<1.7')") from exc
+    return tp
+
+
+@dataclass
+class _Group:
+    root: nn.Module
+    root_fn: object
+    channels: int
+    scores: dict[str, torch.Tensor]          # task -> importance per channel (only tasks that use the group)
+
+
+@dataclass
+class _Counter:
+    """Exact parameter count after pruning: each parameter dim a group controls shrinks with its keep set."""
+
+    fixed: int
+    scaled: list[tuple[int, list[int]]]      # (numel, groups controlling its pruned dims)
+
+    def count(self, kept: list[int], channels: list[int]) -> int:
+        total = float(self.fixed)
+        for numel, gs in self.scaled:
+            f = float(numel)
+            for g in gs:
+                f *= kept[g] / channels[g]
+            total += f
+        return int(round(total))
+
+
+def _idx(i: object) -> int:
+    return int(getattr(i, "idx", i))
+
+
+def _head_outputs(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The modules that produce each task's output: their output channels are the task's, never pruned."""
+    producers: list[nn.Module] = []
+    by_fn: dict[int, nn.Module] = {}
+    alive: list[object] = []  # hold the graph nodes, so their ids stay theirs during the walk
+
+    def remember(mod: nn.Module, inp: object, out: torch.Tensor) -> None:
+        alive.append(out.grad_fn)
+        by_fn[id(out.grad_fn)] = mod
+
+    hooks = [m.register_forward_hook(remember)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        outputs = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    for out in outputs.values():
+        stack, seen = [out.grad_fn], set()
+        while stack:  # walk back through sums/activations to the convs that write the output
+            fn = stack.pop()
+            if fn is None or id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            if id(fn) in by_fn:
+                producers.append(by_fn[id(fn)])
+                continue
+            stack.extend(n for n, _ in fn.next_functions)
+    return producers
+
+
+def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
+    tp = _tp()
+    names = {m: n for n, m in model.named_modules()}
+    ignored = _head_outputs(model, example)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    out_fns = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+    in_fns = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+    groups: list[_Group] = []
+    controls: dict[str, list[int]] = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        root_dep, root_idxs = group[0]
+        channels = len(root_idxs)
+        per_task: dict[str, torch.Tensor] = {}
+        seen: set[tuple[int, object]] = set()
+        for dep, idxs in group:
+            module, fn = dep.target.module, dep.pruning_fn
+            if (id(module), fn) in seen:  # residual groups list some layers more than once
+                continue
+            seen.add((id(module), fn))
+            idx = torch.tensor([_idx(i) for i in idxs])
+            for pname, param in module.named_parameters(recurse=False):
+                if fn in out_fns or (not any(fn == f for f in in_fns) and param.dim() == 1):
+                    dim = 0
+                elif any(fn == f for f in in_fns) and param.dim() > 1:
+                    dim = 1
+                else:
+                    continue
+                key = f"{names[module]}.{pname}"
+                if len(groups) not in controls.setdefault(key, []):
+                    controls[key].append(len(groups))
+                if pname != "weight" or param.dim() < 2:
+                    continue
+                for task, per_param in scores.items():
+                    s = per_param.get(f"{names[module]}.weight")
+                    if s is None:
+                        continue
+                    reduce = [d for d in range(s.dim()) if d != dim]
+                    contribution = s.sum(dim=reduce).index_select(0, idx)
+                    per_task[task] = per_task.get(task, torch.zeros(channels, dtype=torch.float64)) + contribution.double()
+        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task))
+    params = dict(model.named_parameters())
+    counter = _Counter(sum(p.numel() for n, p in params.items() if n not in controls),
+                       [(params[n].numel(), gs) for n, gs in controls.items()])
+    return graph, groups, counter
+
+
+def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list[torch.Tensor]],
+               sizes: dict[str, int]) -> list[torch.Tensor]:
+    k = {t: int(round(r * n)) for t, n in sizes.items()}
+    keeps = []
+    for gi, g in enumerate(groups):
+        users = [t for t in g.scores]
+        if not users:
+            keeps.append(torch.ones(g.channels, dtype=torch.bool))
+            continue
+        votes = sum((ranks[t][gi] < k[t]).to(torch.int16) for t in users)
+        need = 1 if len(users) == 1 else rule.threshold(len(users))
+        keep = votes >= need
+        if not bool(keep.any()):  # never remove a whole layer: keep its best channel
+            keep[int(sum(g.scores[t] for t in users).argmax())] = True
+        keeps.append(keep)
+    return keeps
+
+
+def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sparsity: float,
+                     rule: str = "vote") -> dict[str, float]:
+    """Remove channels of `model` in place; returns the achieved figures."""
+    check_sparsity(sparsity)
+    parsed = parse_rule(rule, len(scores))
+    if parsed.name == "score-sum":
+        raise TaskcutError("score-sum is not available for structured pruning; use vote, majority, union or intersection")
+    graph, groups, counter = _groups(model, example, scores)
+    channels = [g.channels for g in groups]
+    total = sum(p.numel() for p in model.parameters())
+    ranks: dict[str, list[torch.Tensor]] = {}
+    sizes: dict[str, int] = {}
+    for task in scores:
+        parts = [g.scores.get(task) for g in groups]
+        flat = torch.cat([p for p in parts if p is not None])
+        flat = flat / flat.sum().clamp(min=1e-30)
+        order = torch.argsort(flat, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order))
+        sizes[task] = len(order)
+        ranks[task], start = [], 0
+        for p in parts:
+            if p is None:
+                ranks[task].append(torch.empty(0, dtype=torch.int64))
+            else:
+                ranks[task].append(rank[start:start + len(p)])
+                start += len(p)
+
+    def removed(r: float) -> tuple[int, list[torch.Tensor]]:
+        keeps = _keep_sets(groups, parsed, r, ranks, sizes)
+        return total - counter.count([int(k.sum()) for k in keeps], channels), keeps
+
+    target = sparsity * total
+    lo, hi = 0.0, 1.0
+    best = removed(1.0)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        cur = removed(mid)
+        if abs(cur[0] - target) < abs(best[0] - target):
+            best = cur
+        if cur[0] > target:
+            lo = mid
+        else:
+            hi = mid
+    for g, keep in zip(groups, best[1]):
+        drop = torch.nonzero(~keep).flatten().tolist()
+        if drop:
+            graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+    after = sum(p.numel() for p in model.parameters())
+    achieved = 1.0 - after / total
+    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved}
+
+
+def reshape_like(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
+    """Rebuild the convs, linears and BatchNorms of a freshly built `model` at the recorded shapes."""
+    for name, module in list(model.named_modules()):
+        weight = shapes.get(f"{name}.weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.Conv2d) and list(module.weight.shape) != weight:
+            new = nn.Conv2d(weight[1] * module.groups, weight[0], module.kernel_size, module.stride, module.padding,
+                            module.dilation, module.groups, module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d) and module.num_features != weight[0]:
+            new = nn.BatchNorm2d(weight[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        elif isinstance(module, nn.Linear) and list(module.weight.shape) != weight:
+            new = nn.Linear(weight[1], weight[0], module.bias is not None)
+        else:
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
