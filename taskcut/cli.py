@@ -280,6 +280,65 @@ def _specs(base: Path, tasks: list[str]) -> dict:
     return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
 
 
+@app.command("export")
+@_clean_errors
+def export_cmd(
+    model_file: Path = typer.Argument(..., help="A taskcut model file."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    out_file: Path = typer.Option(..., "--out", help="File to write."),
+    int8: bool = typer.Option(False, "--int8", help="Static int8 quantisation (ONNX only)."),
+    size: tuple[int, int] = typer.Option((64, 64), help="Height and width of the sample inputs for the check."),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+) -> None:
+    """Export to ONNX or TorchScript with outputs named by task; checked against eager PyTorch."""
+    from .export import export
+
+    report = export(model_file, fmt, out_file, int8, size, force)
+    table = Table(title=f"{fmt}{' int8' if int8 else ''} against eager PyTorch")
+    table.add_column("task")
+    for key in dict.fromkeys(k for r in report.values() for k in r):
+        table.add_column(key, justify="right")
+    for task, row in report.items():
+        table.add_row(task, *(f"{v:.3g}" for v in row.values()))
+    out.print(table)
+    out.print(f"wrote {out_file}")
+
+
+@app.command("bench")
+@_clean_errors
+def bench_cmd(
+    model_file: Path = typer.Argument(..., help="A taskcut model file."),
+    vs: Optional[Path] = typer.Option(None, help="Another model file to compare with."),
+    runtime: str = typer.Option("onnxruntime", help="torch or onnxruntime."),
+    threads: int = typer.Option(2, help="Intra-op threads."),
+    size: tuple[int, int] = typer.Option((224, 224), help="Input height and width (batch 1)."),
+    runs: int = typer.Option(10, help="Timed warm runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Latency (median, min), parameters, MACs and file size; ratios against --vs."""
+    from .bench import measure, ratios
+
+    _check_size(size)
+    stats = measure(model_file, runtime, threads, size, runs=runs)
+    other = measure(vs, runtime, threads, size, runs=runs) if vs is not None else None
+    if as_json:
+        typer.echo(json.dumps({"model": stats, "vs": other, "ratios": ratios(stats, other) if other else None},
+                              indent=2))
+        return
+    table = Table(title=f"{runtime}, {threads} threads, 1x3x{size[0]}x{size[1]}")
+    table.add_column("")
+    table.add_column(str(model_file), justify="right")
+    if other:
+        table.add_column(str(vs), justify="right")
+        table.add_column("ratio", justify="right")
+    for key in ("parameters", "nonzero_parameters", "macs", "file_bytes", "latency_ms_median", "latency_ms_min"):
+        row = [key, f"{stats[key]:,.1f}" if "latency" in key else f"{stats[key]:,}"]
+        if other:
+            row += [f"{other[key]:,.1f}" if "latency" in key else f"{other[key]:,}", f"{stats[key] / other[key]:.3f}"]
+        table.add_row(*row)
+    out.print(table)
+
+
 @app.command("demo")
 @_clean_errors
 def demo_cmd(
