@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from .errors import TaskcutError
+from .errors import TaskcutError, check_choice
 from .score import COMBINED, Scores, prunable_parameters, score
 from .tasks import TaskSpec
 
@@ -29,12 +29,9 @@ RULES = {"cut": "vote", "disparse": "union", "snip": "vote", "magnitude": "vote"
 
 
 def check_methods(methods: Iterable[str]) -> list[str]:
+    """Known methods, each once, in the user's order."""
     methods = list(methods)
-    if not methods:
-        raise TaskcutError(f"give at least one method; methods: {', '.join(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise TaskcutError(f"unknown method(s) {', '.join(unknown)}; methods: {', '.join(METHODS)}")
+    check_choice(list(METHODS), methods, "method", "methods:")
     return methods
 
 

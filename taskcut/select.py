@@ -12,21 +12,13 @@ from typing import Sequence
 
 from torch import fx, nn
 
-from .errors import TaskcutError
+from .errors import TaskcutError, check_choice
 from .models.multitask import MultiTaskModel
 
 
 def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
     """The chosen tasks in the model's order; unknown or empty choices are clear errors."""
-    wanted = list(wanted)
-    if not wanted:
-        raise TaskcutError(f"select at least one task; the model has {', '.join(available)}")
-    unknown = [t for t in wanted if t not in available]
-    if unknown:
-        raise TaskcutError(f"unknown task(s) {', '.join(unknown)}; the model's tasks are {', '.join(available)}")
-    if len(set(wanted)) != len(wanted):
-        raise TaskcutError(f"task list {wanted} names a task twice")
-    return [t for t in available if t in wanted]
+    return check_choice(list(available), list(wanted), "task", "the model's tasks are")
 
 
 def select(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
