@@ -50,6 +50,6 @@ def trivial_metrics(train: SynthDataset, split: SynthDataset, tasks: Mapping[str
         else:
             predictors = {"zeros": torch.zeros(1)}
         for pname, value in predictors.items():
-            metrics = evaluate_predictor(lambda b, v=value: {name: _constant(b, v)}, split, {name: spec})
+            metrics = evaluate_predictor(lambda b, v=value, n=name: {n: _constant(b, v)}, split, {name: spec})
             out.setdefault(pname, {})[name] = metrics[name]
     return out
