@@ -81,6 +81,14 @@ class Fusion:
         return sum(m.numel() for m in self.masks.values())
 
 
+def descending_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Each entry's rank, 0 for the largest; ties keep their order, so ranks are deterministic."""
+    order = torch.argsort(values, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return rank
+
+
 class _Ranks:
     """Per task, each weight's rank (0 = most important) among the weights that task depends on."""
 
@@ -98,10 +106,8 @@ class _Ranks:
             if total <= 0 or not math.isfinite(total):
                 raise TaskcutError(f"task {t!r} has no positive importance scores (total {total}); check its data")
             flat = flat / total
-            order = torch.argsort(flat, descending=True, stable=True)
-            rank = torch.empty_like(order, dtype=torch.int64)
-            rank[order] = torch.arange(len(order))
-            self.size[t] = len(order)
+            rank = descending_ranks(flat)
+            self.size[t] = len(rank)
             self.rank[t], self.normalised[t] = {}, {}
             start = 0
             for n, s in per_param.items():
@@ -136,14 +142,12 @@ def _shared_sum_ranks(ranks: _Ranks) -> tuple[dict[str, torch.Tensor], int]:
         return {}, 0
     summed = [sum(ranks.normalised[t][n] for t in ranks.users[n]).reshape(-1) for n in shared]
     flat = torch.cat(summed)
-    order = torch.argsort(flat, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
+    rank = descending_ranks(flat)
     out, start = {}, 0
     for n, s in zip(shared, summed):
         out[n] = rank[start:start + s.numel()].view(ranks.shapes[n])
         start += s.numel()
-    return out, len(order)
+    return out, len(rank)
 
 
 def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule: str = "vote") -> Fusion:

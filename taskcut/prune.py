@@ -84,8 +84,7 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
                   "achieved_sparsity": fusion.sparsity, "keep_ratio": fusion.keep_ratio,
                   "score_batches": batches, "score_batch_size": batch_size, "data": data}
     save(small, out, provenance)
-    with tempfile.TemporaryDirectory() as tmp:  # the same selected model saved dense, for the size ratio
-        dense_bytes = save(select(model, chosen), Path(tmp) / "dense.safetensors").stat().st_size
+    dense_bytes = _dense_bytes(model, chosen)
     kept = sum(int(m.sum()) for m in fusion.masks.values())
     return PruneSummary(
         tasks=chosen, rule=rule, sparsity=sparsity, achieved=fusion.sparsity, keep_ratio=fusion.keep_ratio,
@@ -97,6 +96,12 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         seconds_scoring=seconds,
     )
 
+
+
+def _dense_bytes(model: torch.nn.Module, chosen: list[str]) -> int:
+    """File size of the same selected model saved dense: the yardstick for the compact file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return save(select(model, chosen), Path(tmp) / "dense.safetensors").stat().st_size
 
 
 def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
@@ -120,8 +125,7 @@ def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module,
                   "sparsity": sparsity, "achieved_sparsity": result["sparsity"], "score_batches": batches,
                   "score_batch_size": batch_size, "data": data}
     save(small, out, provenance)
-    with tempfile.TemporaryDirectory() as tmp:
-        dense_bytes = save(select(model, chosen), Path(tmp) / "dense.safetensors").stat().st_size
+    dense_bytes = _dense_bytes(model, chosen)
     after = dict(small.named_parameters())
     return PruneSummary(
         tasks=chosen, rule=rule, sparsity=sparsity, achieved=result["sparsity"], keep_ratio=float("nan"),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import TaskcutError
-from ..fuse import Rule, check_sparsity, parse_rule
+from ..fuse import Rule, check_sparsity, descending_ranks, parse_rule
 from ..score import Scores
 
 STRUCTURED_TOLERANCE = 0.01
@@ -173,10 +173,8 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         parts = [g.scores.get(task) for g in groups]
         flat = torch.cat([p for p in parts if p is not None])
         flat = flat / flat.sum().clamp(min=1e-30)
-        order = torch.argsort(flat, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(order))
-        sizes[task] = len(order)
+        rank = descending_ranks(flat)
+        sizes[task] = len(rank)
         ranks[task], start = [], 0
         for p in parts:
             if p is None:
