@@ -65,3 +65,18 @@ def test_prune_structured_cli(synth_dir: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, bad_args)
     assert bad.exit_code == 2 and "score-sum is not available" in bad.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_wide_layers_keep_multiples_of_eight(synth_dir: Path) -> None:
+    """Ragged channel counts run slowly on CPU kernels; groups of >= 32 channels keep multiples of 8."""
+    torch.manual_seed(0)
+    model = select(build_model(tiny_model_config().model_copy(update={"width": 0.5, "head_hidden": 64})).eval(),
+                   ["seg", "depth"])
+    original = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    batches = list(iterate_batches(SynthDataset(synth_dir, "train"), 4))[:2]
+    result = structured_prune(model, batches[0]["image"][:1], score(model, model.config.task_specs(), batches), 0.6)
+    assert abs(result["sparsity"] - 0.6) <= 0.01
+    convs = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    wide = {n: c for n, c in convs.items() if original[n] >= 32 and not n.endswith("conv3")}
+    assert wide and all(c % 8 == 0 for c in wide.values()), wide
+    assert any(c < original[n] for n, c in wide.items())

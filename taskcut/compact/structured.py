@@ -140,7 +140,7 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
 
 
 def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list[torch.Tensor]],
-               sizes: dict[str, int]) -> list[torch.Tensor]:
+               sizes: dict[str, int], round_to: int = 1) -> list[torch.Tensor]:
     k = {t: int(round(r * n)) for t, n in sizes.items()}
     keeps = []
     for gi, g in enumerate(groups):
@@ -151,15 +151,27 @@ def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list
         votes = sum((ranks[t][gi] < k[t]).to(torch.int16) for t in users)
         need = 1 if len(users) == 1 else rule.threshold(len(users))
         keep = votes >= need
-        if not bool(keep.any()):  # never remove a whole layer: keep its best channel
-            keep[int(sum(g.scores[t] for t in users).argmax())] = True
+        wanted = max(1, int(keep.sum()))  # never remove a whole layer
+        if round_to > 1 and g.channels >= 4 * round_to:
+            # CPU kernels run channel counts in multiples of their vector width much faster than
+            # ragged ones: round the kept count up, adding the next channels by vote, then score.
+            wanted = min(g.channels, -(-wanted // round_to) * round_to)
+        if wanted != int(keep.sum()):
+            total = sum(g.scores[t] / g.scores[t].sum().clamp(min=1e-30) for t in users)
+            priority = votes.double() + 0.5 * total / total.max().clamp(min=1e-30)
+            keep = torch.zeros(g.channels, dtype=torch.bool)
+            keep[torch.argsort(priority, descending=True, stable=True)[:wanted]] = True
         keeps.append(keep)
     return keeps
 
 
 def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sparsity: float,
-                     rule: str = "vote") -> dict[str, float]:
-    """Remove channels of `model` in place; returns the achieved figures."""
+                     rule: str = "vote", round_to: int = 8) -> dict[str, float]:
+    """Remove channels of `model` in place; returns the achieved figures.
+
+    Groups of at least 4 x `round_to` channels keep a multiple of `round_to` channels
+    (1 turns this off): the same parameter budget then runs markedly faster on CPUs.
+    """
     check_sparsity(sparsity)
     parsed = parse_rule(rule, len(scores))
     if parsed.name == "score-sum":
@@ -184,7 +196,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
                 start += len(p)
 
     def removed(r: float) -> tuple[int, list[torch.Tensor]]:
-        keeps = _keep_sets(groups, parsed, r, ranks, sizes)
+        keeps = _keep_sets(groups, parsed, r, ranks, sizes, round_to)
         return total - counter.count([int(k.sum()) for k in keeps], channels), keeps
 
     target = sparsity * total
