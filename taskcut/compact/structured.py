@@ -113,10 +113,11 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
                 continue
             seen.add((id(module), fn))
             idx = torch.tensor([_idx(i) for i in idxs])
+            prunes_inputs = fn in in_fns  # tuple membership compares with ==, as torch-pruning asks
             for pname, param in module.named_parameters(recurse=False):
-                if fn in out_fns or (not any(fn == f for f in in_fns) and param.dim() == 1):
-                    dim = 0
-                elif any(fn == f for f in in_fns) and param.dim() > 1:
+                if fn in out_fns or (not prunes_inputs and param.dim() == 1):
+                    dim = 0  # a layer's outputs, or a norm's per-channel vectors
+                elif prunes_inputs and param.dim() > 1:
                     dim = 1
                 else:
                     continue
