@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -141,7 +142,7 @@ def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
 
         overall, per_layer = sparsity_report(model)
         out.print(f"sparsity of masked weights: {overall:.4f}")
-        _print_layers({n: (_numel(spec, n), s) for n, s in per_layer.items()})
+        _print_layers({n: (math.prod(spec['masked'][n]), s) for n, s in per_layer.items()})
 
 
 @app.command("prune")
@@ -362,12 +363,6 @@ def demo_cmd(
     out.print(f"delta_T: pruned {result['pruned_delta_T']:+.2f}%, fine-tuned {result['finetuned_delta_T']:+.2f}%; "
               f"achieved sparsity {result['prune']['achieved']:.4f}; total {result['seconds']:.0f} s")
     out.print(f"wrote {out_dir / 'report.md'}")
-
-
-def _numel(spec: dict, name: str) -> int:
-    import math
-
-    return math.prod(spec["masked"][name])
 
 
 def _task_list(text: str) -> list[str]:

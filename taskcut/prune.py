@@ -92,7 +92,7 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         params_selected=sum(p.numel() for p in small.parameters()),
         params_after=sum(p.numel() for p in small.parameters()) - (fusion.total - kept),
         bytes_before=base.stat().st_size, bytes_after=out.stat().st_size, bytes_selected_dense=dense_bytes,
-        per_layer={n: (m.numel(), 1.0 - float(m.float().mean())) for n, m in fusion.masks.items()},
+        per_layer={n: (m.numel(), fusion.per_layer[n]) for n, m in fusion.masks.items()},
         seconds_scoring=seconds,
     )
 

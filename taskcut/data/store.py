@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -147,6 +147,3 @@ def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndar
         raise TaskcutError(f"{root}: images are {out['image'].shape[-2:]}, the manifest says {h}x{w}")
     return out
 
-
-def splits_of(manifest: dict) -> Iterable[str]:
-    return manifest["splits"].keys()
