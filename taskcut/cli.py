@@ -193,16 +193,27 @@ def finetune_cmd(
     batch_size: int = typer.Option(32, min=1),
     lr: float = typer.Option(5e-4, min=0.0),
     val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
+    preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
+                                                    "preset's finetune section, e.g. nyuv2; replaces the four above."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
+    from .config import load_config
     from .pipeline import finetune_model
 
     _check_device(device)
+    schedule, crop = None, None
+    if preset is not None or config is not None:
+        cfg = load_config(preset, config)
+        if cfg.finetune is None:
+            raise TaskcutError(f"config {cfg.name!r} has no finetune section")
+        schedule = cfg.finetune
+        crop = cfg.data.size if cfg.data.dataset != "synth" else None
     result = finetune_model(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
-                            device=device, show_progress=not quiet)
+                            device=device, show_progress=not quiet, schedule=schedule, crop=crop)
     out.print(f"best validation loss {result['best_val_loss']:.4f} at step {result['best_step']}; wrote {out_file}")
 
 
@@ -214,6 +225,8 @@ def evaluate_cmd(
     split: str = typer.Option("test", help="train, val or test."),
     baseline: Optional[Path] = typer.Option(None, help="Dense model for delta_T (restricted to the same tasks)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write."),
+    metrics: str = typer.Option("standard", help="standard (pixel-level over the split) or adashare (the "
+                                                 "papers' conventions, to compare with their tables)."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
@@ -221,7 +234,7 @@ def evaluate_cmd(
     from .pipeline import evaluate_model
 
     _check_device(device)
-    report = evaluate_model(model_file, data, split, baseline, out_file, force, device)
+    report = evaluate_model(model_file, data, split, baseline, out_file, force, device, convention=metrics)
     table = Table(title=f"{model_file} on {split}")
     table.add_column("task")
     table.add_column("metric")
@@ -279,6 +292,30 @@ def _specs(base: Path, tasks: list[str]) -> dict:
 
     model_tasks = read_spec(base)["model"]["tasks"]
     return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
+
+
+@app.command("import")
+@_clean_errors
+def import_cmd(
+    checkpoint: Path = typer.Argument(..., help="A SceneNet checkpoint of AdaShare, DiSparse or CUT (.pth/.pth.tar)."),
+    arch: str = typer.Option("scenenet-resnet34", help="scenenet-resnet34 or scenenet-resnet18."),
+    tasks: str = typer.Option(..., help="Task names in the checkpoint's order (task1, task2, ...), e.g. "
+                                        "seg,normal,depth; other names as name:kind."),
+    out_file: Path = typer.Option(..., "--out", help="taskcut model file to write (.safetensors)."),
+    preset: Optional[str] = typer.Option(None, help="Take head dilations, dropout and loss weights from a preset, "
+                                                    "e.g. nyuv2 (default: the papers' 6,12,18,24 and weights 1)."),
+    config: Optional[Path] = typer.Option(None, help="The same from a YAML config."),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+) -> None:
+    """Import a reference SceneNet checkpoint (read weights-only; pruned masks kept) as a taskcut model."""
+    from .config import load_config
+    from .models import count_parameters
+    from .models.reference import import_checkpoint
+
+    template = load_config(preset, config).model if preset is not None or config is not None else None
+    model = import_checkpoint(checkpoint, arch, tasks, out_file, template, force)
+    out.print(f"imported {arch} with tasks {', '.join(model.tasks)} ({count_parameters(model):,} parameters); "
+              f"wrote {out_file}")
 
 
 @app.command("export")
@@ -396,10 +433,11 @@ def _print_base_report(report: dict) -> None:
     table.add_column("value", justify="right")
     table.add_column("bar", justify="right")
     table.add_column("")
-    for name, check in report["floors"].items():
+    for name, check in (report["floors"] or {}).items():
         mark = "[green]pass[/green]" if check["passed"] else "[red]FAIL[/red]"
         table.add_row(name, f"{check['value']:.3f}", f"{check['bar']:.2f}", mark)
-    out.print(table)
+    if report["floors"]:
+        out.print(table)
     metrics = Table(title="test metrics")
     metrics.add_column("task")
     metrics.add_column("metrics")

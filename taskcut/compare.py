@@ -22,7 +22,7 @@ import torch
 
 from .compact.masking import apply_masks
 from .config import TrainConfig
-from .data.dataset import SynthDataset, iterate_batches, open_dataset
+from .data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from .errors import TaskcutError
 from .evaluate import evaluate
 from .fileio import write_text
@@ -32,7 +32,7 @@ from .models import load, save
 from .models.io import read_spec
 from .progress import console
 from .select import check_tasks, select
-from .tasks import delta_t
+from .tasks import TaskSpec, delta_t
 from .train import fit
 
 
@@ -52,7 +52,7 @@ class CompareSpec:
     lr: float = 5e-4
 
 
-def validate(spec: CompareSpec) -> tuple[list[str], SynthDataset]:
+def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
     """Check every input before anything is written; the tasks in the model's order and the train split."""
     check_methods(spec.methods)
     if not spec.sparsities:
@@ -65,7 +65,8 @@ def validate(spec: CompareSpec) -> tuple[list[str], SynthDataset]:
         raise TaskcutError(f"--finetune-steps must be >= 0, got {spec.finetune_steps}")
     model_spec = read_spec(spec.base)
     tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
-    train = open_dataset(spec.data, "train")
+    specs = {t: TaskSpec.from_dict(t, model_spec["model"]["tasks"][t]) for t in tasks}
+    train = open_for_tasks(spec.data, "train", specs)
     if spec.batches * spec.batch_size > len(train):
         raise TaskcutError(f"asked for {spec.batches} scoring batches of {spec.batch_size}, "
                            f"but the train split holds {len(train)}")
@@ -111,9 +112,9 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
 
     base = load(spec.base, device)
     dense = select(base, tasks)
-    specs = dense.config.task_specs()
+    specs = with_class_weights(dense.config.task_specs(), train_set)
     weights = {t: c.loss_weight for t, c in dense.config.tasks.items()}
-    val_set, test_set = open_dataset(spec.data, "val"), open_dataset(spec.data, "test")
+    val_set, test_set = (open_for_tasks(spec.data, split, specs) for split in ("val", "test"))
     dense_path = out / "dense.json"
     if dense_path.is_file():
         dense_metrics = json.loads(dense_path.read_text())
@@ -138,7 +139,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
 
 
 def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], specs, weights, dense_metrics,
-              train_set: SynthDataset, val_set: SynthDataset, test_set: SynthDataset, method: str, sparsity: float,
+              train_set: DataSet, val_set: DataSet, test_set: DataSet, method: str, sparsity: float,
               seed: int, device: str, show_progress: bool) -> dict[str, Any]:
     model = select(base, tasks)
     generator = torch.Generator().manual_seed(seed)

@@ -89,6 +89,8 @@ class RunConfig(_Strict):
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    #: The schedule for fine-tuning a model pruned from this preset's base (`taskcut finetune --preset`).
+    finetune: TrainConfig | None = None
 
     def loss_weights(self) -> dict[str, float]:
         return {name: t.loss_weight for name, t in self.model.tasks.items()}

@@ -6,20 +6,22 @@ from typing import Callable, Mapping
 
 import torch
 
-from .data.dataset import SynthDataset, iterate_batches
+from .data.dataset import DataSet, iterate_batches
 from .tasks import MetricAccumulator, TaskSpec
 
 Predictor = Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 Metrics = dict[str, dict[str, float]]
 
 
-def collect(predict: Predictor, dataset: SynthDataset, tasks: Mapping[str, TaskSpec],
-            batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, MetricAccumulator]:
+def collect(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
+            batch_size: int = 32, device: torch.device | str = "cpu",
+            convention: str = "standard") -> dict[str, MetricAccumulator]:
     """Run `predict(batch) -> {task: prediction}` over `dataset`; the filled accumulators per task.
 
     Callers that need more than the headline figures (per-class IoU) read the accumulators.
+    `convention` is `standard` or `adashare` (`taskcut.tasks.CONVENTIONS`).
     """
-    accumulators = {name: spec.accumulator() for name, spec in tasks.items()}
+    accumulators = {name: spec.accumulator(convention) for name, spec in tasks.items()}
     with torch.no_grad():
         for batch in iterate_batches(dataset, batch_size):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -29,24 +31,26 @@ def collect(predict: Predictor, dataset: SynthDataset, tasks: Mapping[str, TaskS
     return accumulators
 
 
-def evaluate_predictor(predict: Predictor, dataset: SynthDataset, tasks: Mapping[str, TaskSpec],
-                       batch_size: int = 32, device: torch.device | str = "cpu") -> Metrics:
+def evaluate_predictor(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
+                       batch_size: int = 32, device: torch.device | str = "cpu",
+                       convention: str = "standard") -> Metrics:
     """Metrics of `predict(batch) -> {task: prediction}` on every image of `dataset`."""
-    return {name: acc.compute() for name, acc in collect(predict, dataset, tasks, batch_size, device).items()}
+    accumulators = collect(predict, dataset, tasks, batch_size, device, convention)
+    return {name: acc.compute() for name, acc in accumulators.items()}
 
 
-def evaluate(model: torch.nn.Module, dataset: SynthDataset, tasks: Mapping[str, TaskSpec],
-             batch_size: int = 32, device: torch.device | str = "cpu") -> Metrics:
+def evaluate(model: torch.nn.Module, dataset: DataSet, tasks: Mapping[str, TaskSpec],
+             batch_size: int = 32, device: torch.device | str = "cpu", convention: str = "standard") -> Metrics:
     """Metrics of `model` in eval mode (restored to its previous mode afterwards)."""
     was_training = model.training
     model.eval()
     try:
-        return evaluate_predictor(lambda b: model(b["image"]), dataset, tasks, batch_size, device)
+        return evaluate_predictor(lambda b: model(b["image"]), dataset, tasks, batch_size, device, convention)
     finally:
         model.train(was_training)
 
 
-def weighted_loss(model: torch.nn.Module, dataset: SynthDataset, tasks: Mapping[str, TaskSpec],
+def weighted_loss(model: torch.nn.Module, dataset: DataSet, tasks: Mapping[str, TaskSpec],
                   weights: Mapping[str, float], batch_size: int = 32,
                   device: torch.device | str = "cpu") -> tuple[float, dict[str, float]]:
     """Image-weighted mean loss per task over a split, and their weighted sum (for model selection)."""

@@ -13,14 +13,14 @@ import torch
 from . import __version__
 from .cache import synth_set
 from .config import RunConfig, TrainConfig
-from .data.dataset import SynthDataset, open_dataset
-from .errors import TaskcutError
+from .data.dataset import SynthDataset, open_for_tasks
+from .errors import TaskcutError, check_choice
 from .evaluate import collect, evaluate
 from .fileio import check_writable, write_text
 from .floors import synth_floors
 from .models import count_parameters, load, read_spec, save
 from .select import select
-from .tasks import SegmentationMetrics, delta_t
+from .tasks import CONVENTIONS, SegmentationMetrics, delta_t
 from .train import fit, train
 from .trivial import trivial_metrics
 
@@ -48,16 +48,19 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
     check_writable(report_path, force)
     dev = torch.device(device)
     spec = resolve_data(config, data, show_progress)
-    train_set, val_set, test_set = (open_dataset(spec, s) for s in ("train", "val", "test"))
-    _check_tasks(config, train_set)
+    tasks = config.model.task_specs()
+    crop = config.data.size if config.data.dataset != "synth" else None
+    train_set, val_set, test_set = (open_for_tasks(spec, s, tasks, crop) for s in ("train", "val", "test"))
 
     result = train(config, train_set, val_set, dev, show_progress)
-    tasks = config.model.task_specs()
     accumulators = collect(lambda b: result.model(b["image"]), test_set, tasks, device=dev)
     test_metrics = {name: acc.compute() for name, acc in accumulators.items()}
-    trivial = trivial_metrics(train_set, test_set, tasks)
-    seg_acc = accumulators.get("seg")
-    floors = synth_floors(test_metrics, trivial, seg_acc if isinstance(seg_acc, SegmentationMetrics) else None)
+    trivial: dict[str, Any] | None = None
+    floors: dict[str, Any] | None = None
+    if isinstance(train_set, SynthDataset):  # the floors are bars for synth scenes; real sets have published tables
+        trivial = trivial_metrics(train_set, test_set, tasks)
+        seg_acc = accumulators.get("seg")
+        floors = synth_floors(test_metrics, trivial, seg_acc if isinstance(seg_acc, SegmentationMetrics) else None)
 
     provenance = {"taskcut": __version__, "preset": config.name, "data": spec, "best_step": result.best_step,
                   "steps": config.train.steps, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -72,53 +75,57 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
     return report
 
 
-def _check_tasks(config: RunConfig, dataset: SynthDataset) -> None:
-    missing = [t for t in config.model.tasks if t not in dataset.tasks]
-    if missing:
-        raise TaskcutError(f"the data has no targets for task(s) {', '.join(missing)}; it has {', '.join(dataset.tasks)}")
-    seg = config.model.tasks.get("seg")
-    if seg is not None and seg.channels != len(dataset.classes):
-        raise TaskcutError(f"task seg has {seg.channels} classes but the data has {len(dataset.classes)}")
-
-
 def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
                    lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
-                   device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
-    """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation."""
+                   device: str = "cpu", show_progress: bool = True, schedule: TrainConfig | None = None,
+                   crop: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation.
+
+    `schedule` (a preset's `finetune` section) replaces steps/batch_size/lr/val_every/seed
+    with its own, including weight decay and the learning-rate steps.
+    """
     model_path, out = Path(model_path), Path(out)
     check_writable(out, force)
     if out.resolve() == model_path.resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps), seed=seed)
+    cfg = schedule or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps),
+                                  seed=seed)
     spec = read_spec(model_path)
-    train_set, val_set = open_dataset(data, "train"), open_dataset(data, "val")
     model = load(model_path, device)
+    specs = model.config.task_specs()
+    train_set, val_set = (open_for_tasks(data, s, specs, crop) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in model.config.tasks.items()}
-    result = fit(model, model.config.task_specs(), weights, cfg, train_set, val_set, device, show_progress,
-                 label="finetune")
-    provenance = {**spec.get("provenance", {}), "finetune": {"steps": steps, "batch_size": batch_size, "lr": lr,
-                                                             "best_step": result.best_step, "data": data}}
+    result = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label="finetune")
+    provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
+                                                             "data": data}}
     save(result.model, out, provenance)
     return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
             "history": result.history}
 
 
 def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
-                   out: Path | None = None, force: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks."""
+                   out: Path | None = None, force: bool = False, device: str = "cpu",
+                   convention: str = "standard") -> dict[str, Any]:
+    """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks.
+
+    `convention`: `standard` (default) or `adashare`, the papers' way of computing the
+    figures (`taskcut.tasks.CONVENTIONS`), to compare with their tables.
+    """
+    check_choice(list(CONVENTIONS), [convention], "metric convention", "conventions:")
     if out is not None:
         check_writable(Path(out), force)
     model = load(model_path, device)
-    dataset = open_dataset(data, split)
     specs = model.config.task_specs()
-    metrics = evaluate(model, dataset, specs, device=device)
-    report: dict[str, Any] = {"model": str(model_path), "split": split, "data": data, "metrics": metrics}
+    dataset = open_for_tasks(data, split, specs)
+    metrics = evaluate(model, dataset, specs, device=device, convention=convention)
+    report: dict[str, Any] = {"model": str(model_path), "split": split, "data": data, "convention": convention,
+                              "metrics": metrics}
     if baseline is not None:
         base = load(baseline, device)
         missing = [t for t in specs if t not in base.tasks]
         if missing:
             raise TaskcutError(f"baseline {baseline} has no task(s) {', '.join(missing)}")
-        base_metrics = evaluate(select(base, list(specs)), dataset, specs, device=device)
+        base_metrics = evaluate(select(base, list(specs)), dataset, specs, device=device, convention=convention)
         report["baseline"] = {"model": str(baseline), "metrics": base_metrics}
         try:
             report["baseline"].update(delta_t(metrics, base_metrics, specs).to_dict())

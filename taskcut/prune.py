@@ -13,7 +13,7 @@ import torch
 
 from . import __version__
 from .compact.masking import apply_masks
-from .data.dataset import iterate_batches, open_dataset
+from .data.dataset import iterate_batches, open_for_tasks, with_class_weights
 from .errors import TaskcutError
 from .fileio import check_writable, file_sha256
 from .fuse import check_sparsity, fuse, parse_rule
@@ -63,14 +63,15 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
                            "or intersection")
     if batches < 1 or batch_size < 1:
         raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
-    dataset = open_dataset(data, "train")
+    model = load(base, device)
+    small = select(model, chosen)
+    specs = small.config.task_specs()
+    dataset = open_for_tasks(data, "train", specs)
+    specs = with_class_weights(specs, dataset)
     if batches * batch_size > len(dataset):
         raise TaskcutError(f"asked for {batches} batches of {batch_size} ({batches * batch_size} images), "
                            f"but the train split holds {len(dataset)}")
 
-    model = load(base, device)
-    small = select(model, chosen)
-    specs = small.config.task_specs()
     start = time.perf_counter()
     scores = score(small, specs, islice(iterate_batches(dataset, batch_size), batches), device=device,
                    show_progress=show_progress, total=batches)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .data.dataset import SynthDataset
+from .data.dataset import DataSet
 from .fileio import atomic_path, write_text
 from .models import load
 from .tasks import TaskSpec
@@ -119,7 +119,7 @@ def plot_layers(out: Path, rows: list[dict[str, Any]], sparsity: float, seed: in
     return _save(fig, path)
 
 
-def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, test_set: SynthDataset,
+def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, test_set: DataSet,
                  sparsity: float, seed: int, task: str, kind: str, path: Path, device: str = "cpu") -> Path:
     """One test image: image, ground truth, dense, then each method at `sparsity`."""
     from .compare import cell_name
@@ -160,7 +160,7 @@ def _show(x: torch.Tensor, kind: str) -> np.ndarray:
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[str, Mapping[str, float]],
-                 specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: SynthDataset,
+                 specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: DataSet,
                  device: str = "cpu") -> Path:
     """results.md, the plots and report.html (images inline, no network needed)."""
     columns, table = summary_table(rows, specs)

@@ -63,6 +63,8 @@ class TaskSpec:
     kind: str
     channels: int
     ignore_index: int = IGNORE_INDEX
+    #: Per-class weights of the segmentation loss, from the data (Taskonomy's prior factors).
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -88,10 +90,14 @@ class TaskSpec:
         """
         pred = resize_to(pred, target.shape[-2:])
         if self.kind == "segmentation":
-            return F.cross_entropy(pred, target, ignore_index=self.ignore_index)
+            weight = None if self.class_weights is None else \
+                torch.tensor(self.class_weights, dtype=pred.dtype, device=pred.device)
+            return F.cross_entropy(pred, target, weight=weight, ignore_index=self.ignore_index)
         valid = valid_mask(self.kind, target)
         if not bool(valid.any()):
             return pred.sum() * 0.0
+        # Invalid pixels may hold NaN; zero them first, or their NaN would reach the gradient.
+        target = torch.where(valid, target, torch.zeros_like(target))
         if self.kind == "normal":
             cos = F.cosine_similarity(pred, target, dim=1, eps=1e-8)
             return (1.0 - cos)[valid[:, 0]].mean()
@@ -99,14 +105,17 @@ class TaskSpec:
             return (pred - target).abs()[valid].mean()
         return ((pred - target) ** 2)[valid].mean()
 
-    def accumulator(self) -> "MetricAccumulator":
+    def accumulator(self, convention: str = "standard") -> "MetricAccumulator":
+        """Metrics by `convention`: `standard` (pixel-level over the split) or `adashare` (see `CONVENTIONS`)."""
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown metric convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
         if self.kind == "segmentation":
-            return SegmentationMetrics(self.channels, self.ignore_index)
+            return SegmentationMetrics(self.channels, self.ignore_index, convention)
         if self.kind == "normal":
-            return NormalMetrics()
+            return NormalMetrics(convention)
         if self.kind == "depth":
-            return DepthMetrics()
-        return DenseErrorMetrics()
+            return DepthMetrics(convention)
+        return DenseErrorMetrics(convention)
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "channels": self.channels}
@@ -116,11 +125,41 @@ class TaskSpec:
         return cls(name=name, kind=str(data["kind"]), channels=int(data["channels"]))  # type: ignore[arg-type]
 
 
-def resize_to(pred: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+#: `standard`: every figure is pixel-level over the whole split, predictions resized bilinearly.
+#: `adashare`: as the AdaShare/DiSparse/CUT evaluation code computes them, for comparison with
+#: their tables: predictions resized by nearest neighbour; mIoU over the classes with at least
+#: one true positive; pixel accuracy, depth abs/rel error and keypoint/edge error as means of
+#: per-batch figures weighted by batch size; normal angles and depth deltas pixel-level.
+CONVENTIONS = ("standard", "adashare")
+
+
+def resize_to(pred: torch.Tensor, size: torch.Size | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Bring a feature-resolution prediction to the target size: the one agreed resize."""
     if tuple(pred.shape[-2:]) == tuple(size):
         return pred
+    if mode == "nearest":
+        return F.interpolate(pred, size=tuple(size), mode="nearest")
     return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _resize_mode(convention: str) -> str:
+    return "nearest" if convention == "adashare" else "bilinear"
+
+
+class _BatchMean:
+    """A figure averaged per batch, then over batches weighted by batch size (AdaShare's way)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.images = 0
+
+    def add(self, batch_value: float, batch_size: int) -> None:
+        if math.isfinite(batch_value):
+            self.total += batch_value * batch_size
+            self.images += batch_size
+
+    def value(self) -> float:
+        return self.total / self.images if self.images else float("nan")
 
 
 def valid_mask(kind: str, target: torch.Tensor) -> torch.Tensor:
@@ -154,20 +193,26 @@ class SegmentationMetrics(MetricAccumulator):
     it is never lower than `miou` and is offered for comparison with published tables.
     """
 
-    def __init__(self, classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, classes: int, ignore_index: int = IGNORE_INDEX, convention: str = "standard") -> None:
         self.classes = classes
         self.ignore_index = ignore_index
+        self.convention = convention
         self.confusion = torch.zeros(classes, classes, dtype=torch.int64)
+        self.batch_acc = _BatchMean()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if target.dim() == 4:
+            target = target[:, 0]
         if pred.dim() == 4:  # logits
-            pred = resize_to(pred, target.shape[-2:]).argmax(dim=1)
+            pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).argmax(dim=1)
         valid = target != self.ignore_index
         t = target[valid].to(torch.int64).cpu()
         p = pred[valid].to(torch.int64).cpu()
         if t.numel() and (int(t.max()) >= self.classes or int(t.min()) < 0):
             raise ValueError(f"segmentation target holds class {int(t.max())}, but the task has {self.classes} classes")
         self.confusion += torch.bincount(t * self.classes + p, minlength=self.classes ** 2).view(self.classes, self.classes)
+        if t.numel():
+            self.batch_acc.add(float((t == p).to(torch.float64).mean()), int(target.shape[0]))
 
     def iou(self) -> torch.Tensor:
         """Per-class IoU (NaN where a class is absent from both ground truth and prediction)."""
@@ -182,11 +227,14 @@ class SegmentationMetrics(MetricAccumulator):
         iou = self.iou()
         present = ~torch.isnan(iou)
         tp_pos = c.diag() > 0
-        return {
+        out = {
             "miou": float(iou[present].mean()) if bool(present.any()) else float("nan"),
             "pixel_acc": float(c.diag().sum() / total) if total > 0 else float("nan"),
             "miou_tp": float(iou[tp_pos].mean()) if bool(tp_pos.any()) else 0.0,
         }
+        if self.convention == "adashare":
+            out["miou"], out["pixel_acc"] = out["miou_tp"], self.batch_acc.value()
+        return out
 
 
 class NormalMetrics(MetricAccumulator):
@@ -199,14 +247,15 @@ class NormalMetrics(MetricAccumulator):
 
     BIN = 0.001
 
-    def __init__(self) -> None:
+    def __init__(self, convention: str = "standard") -> None:
+        self.convention = convention
         self.sum = 0.0
         self.count = 0
         self.within = {11.25: 0, 22.5: 0, 30.0: 0}
         self.hist = torch.zeros(int(round(180 / self.BIN)) + 1, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:])
+        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention))
         valid = valid_mask("normal", target)[:, 0]
         cos = F.cosine_similarity(pred.to(torch.float64), target.to(torch.float64), dim=1, eps=1e-12)
         ang = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))[valid].cpu()
@@ -234,14 +283,16 @@ class NormalMetrics(MetricAccumulator):
 class DepthMetrics(MetricAccumulator):
     """Absolute and relative error and the delta < 1.25^k accuracies, pixel-weighted over the split."""
 
-    def __init__(self) -> None:
+    def __init__(self, convention: str = "standard") -> None:
+        self.convention = convention
         self.abs = 0.0
         self.rel = 0.0
         self.count = 0
         self.delta = [0, 0, 0]
+        self.batch_abs, self.batch_rel = _BatchMean(), _BatchMean()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:]).to(torch.float64)
+        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).to(torch.float64)
         target = target.to(torch.float64)
         valid = valid_mask("depth", target)
         p, g = pred[valid], target[valid]
@@ -249,6 +300,9 @@ class DepthMetrics(MetricAccumulator):
         self.abs += float(err.sum())
         self.rel += float((err / g).sum())
         self.count += g.numel()
+        if g.numel():
+            self.batch_abs.add(float(err.mean()), int(target.shape[0]))
+            self.batch_rel.add(float((err / g).mean()), int(target.shape[0]))
         ratio = torch.maximum(p.clamp(min=1e-6) / g, g / p.clamp(min=1e-6))
         for k in range(3):
             self.delta[k] += int((ratio < 1.25 ** (k + 1)).sum())
@@ -257,8 +311,12 @@ class DepthMetrics(MetricAccumulator):
         if self.count == 0:
             return {m.name: float("nan") for m in _METRICS["depth"]}
         n = self.count
+        if self.convention == "adashare":
+            abs_err, rel_err = self.batch_abs.value(), self.batch_rel.value()
+        else:
+            abs_err, rel_err = self.abs / n, self.rel / n
         return {
-            "abs_err": self.abs / n, "rel_err": self.rel / n,
+            "abs_err": abs_err, "rel_err": rel_err,
             "delta_1.25": 100.0 * self.delta[0] / n, "delta_1.25^2": 100.0 * self.delta[1] / n,
             "delta_1.25^3": 100.0 * self.delta[2] / n,
         }
@@ -267,24 +325,29 @@ class DepthMetrics(MetricAccumulator):
 class DenseErrorMetrics(MetricAccumulator):
     """Mean absolute and mean squared error of a one-channel map (keypoint, edge)."""
 
-    def __init__(self) -> None:
+    def __init__(self, convention: str = "standard") -> None:
+        self.convention = convention
         self.abs = 0.0
         self.sq = 0.0
         self.count = 0
+        self.batch_abs = _BatchMean()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:]).to(torch.float64)
+        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).to(torch.float64)
         target = target.to(torch.float64)
         valid = valid_mask("edge", target)
         diff = (pred - target)[valid]
         self.abs += float(diff.abs().sum())
         self.sq += float((diff ** 2).sum())
         self.count += diff.numel()
+        if diff.numel():
+            self.batch_abs.add(float(diff.abs().mean()), int(target.shape[0]))
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {"mae": float("nan"), "mse": float("nan")}
-        return {"mae": self.abs / self.count, "mse": self.sq / self.count}
+        mae = self.batch_abs.value() if self.convention == "adashare" else self.abs / self.count
+        return {"mae": mae, "mse": self.sq / self.count}
 
 
 # --------------------------------------------------------------------------- delta_T

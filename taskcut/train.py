@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig, TrainConfig
-from .data.dataset import SynthDataset, iterate_batches
+from .data.dataset import DataSet, iterate_batches, with_class_weights
 from .evaluate import weighted_loss
 from .models import build_model
 from .progress import progress_bar
@@ -31,7 +31,7 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _batches(dataset: SynthDataset, batch_size: int, generator: torch.Generator):
+def _batches(dataset: DataSet, batch_size: int, generator: torch.Generator):
     """Endless shuffled batches (full ones only, so BatchNorm never sees a batch of one)."""
     size = min(batch_size, len(dataset))
     while True:
@@ -44,7 +44,7 @@ def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     return {name: spec.loss(preds[name], batch[name]) for name, spec in tasks.items()}
 
 
-def train(config: RunConfig, train_set: SynthDataset, val_set: SynthDataset,
+def train(config: RunConfig, train_set: DataSet, val_set: DataSet,
           device: torch.device | str = "cpu", show_progress: bool = True) -> TrainResult:
     """Train a fresh model as `config` says and return it with its best validation weights."""
     torch.manual_seed(config.train.seed)
@@ -54,7 +54,7 @@ def train(config: RunConfig, train_set: SynthDataset, val_set: SynthDataset,
 
 
 def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, float], cfg: TrainConfig,
-        train_set: SynthDataset, val_set: SynthDataset, device: torch.device | str = "cpu",
+        train_set: DataSet, val_set: DataSet, device: torch.device | str = "cpu",
         show_progress: bool = True, label: str = "train") -> TrainResult:
     """The one training loop (base training and fine-tuning): Adam on the weighted task losses.
 
@@ -62,6 +62,7 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
     weights at zero. The returned model holds its best weights on the validation split.
     """
     torch.manual_seed(cfg.seed)
+    tasks = with_class_weights(tasks, train_set)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_decay_every, cfg.lr_decay_rate)
                  if cfg.lr_decay_every else None)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import TaskcutError
+from ..tasks import TaskSpec
+from .cityscapes import CityscapesDataset
+from .indexed import IndexedDataset
+from .nyuv2 import NYUv2Dataset
 from .store import load_split, read_manifest
+from .taskonomy import TaskonomyDataset
 
 
 class SynthDataset(Dataset):
@@ -48,23 +54,77 @@ class SynthDataset(Dataset):
         return self.batch(torch.arange(len(self)))[key].numpy()
 
 
-def iterate_batches(dataset: SynthDataset, batch_size: int, shuffle: bool = False,
+#: Anything `open_dataset` returns: `len`, `batch(indices)`, `tasks`, `classes`.
+DataSet = Union[SynthDataset, IndexedDataset]
+KINDS = ("synth", "nyuv2", "cityscapes", "taskonomy")
+
+
+def iterate_batches(dataset: DataSet, batch_size: int, shuffle: bool = False,
                     generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-    """One pass over `dataset` in batches; shuffled by `generator` when asked."""
+    """One pass over `dataset` in batches; shuffled by `generator` when asked.
+
+    A data set that augments (a real set's train split) draws each batch's augmentation
+    from `generator` too, so a run is a function of its seed (and resumes exactly).
+    """
     n = len(dataset)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
+    augments = generator is not None and getattr(dataset, "augments", False)
     for start in range(0, stop, batch_size):
-        yield dataset.batch(order[start:start + batch_size])
+        indices = order[start:start + batch_size]
+        if augments:
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+            yield dataset.batch(indices, np.random.default_rng(seed))  # type: ignore[call-arg]
+        else:
+            yield dataset.batch(indices)
 
 
-def open_dataset(spec: str, split: str) -> SynthDataset:
-    """Open `KIND:PATH` (for now `synth:DIR`; a bare path means synth)."""
+def open_dataset(spec: str, split: str, seg_classes: int | None = None,
+                 crop: tuple[int, int] | None = None) -> DataSet:
+    """Open `KIND:PATH`: synth, nyuv2, cityscapes or taskonomy (a bare path means synth).
+
+    `seg_classes` picks Cityscapes' 2/7/19-class labels; `crop` is the training crop of the
+    real sets (each defaults to its papers' crop).
+    """
     kind, _, path = spec.partition(":")
     if not path:
         kind, path = "synth", spec
     if kind == "synth":
         return SynthDataset(path, split)
-    if kind in ("nyuv2", "cityscapes", "taskonomy"):
-        raise TaskcutError(f"the {kind} loader is not available in this version; use --data synth:DIR")
-    raise TaskcutError(f"unknown data kind {kind!r} in {spec!r}; expected synth:DIR")
+    extra: dict[str, Any] = {} if crop is None else {"crop": tuple(crop)}
+    if kind == "nyuv2":
+        return NYUv2Dataset(path, split, **extra)
+    if kind == "cityscapes":
+        return CityscapesDataset(path, split, seg_classes=seg_classes or 19, **extra)
+    if kind == "taskonomy":
+        return TaskonomyDataset(path, split, **extra)
+    raise TaskcutError(f"unknown data kind {kind!r} in {spec!r}; expected one of {', '.join(k + ':PATH' for k in KINDS)}")
+
+
+def open_for_tasks(spec: str, split: str, tasks: Mapping[str, TaskSpec],
+                   crop: tuple[int, int] | None = None) -> DataSet:
+    """Open a split for a model with `tasks`: the segmentation class count picks the labels, and
+    a task the data has no targets for (or a class count it does not have) is a clear error."""
+    seg = next((t for t in tasks.values() if t.kind == "segmentation"), None)
+    dataset = open_dataset(spec, split, seg_classes=seg.channels if seg else None, crop=crop)
+    missing = [t for t in tasks if t not in dataset.tasks]
+    if missing:
+        raise TaskcutError(f"{spec} has no targets for task(s) {', '.join(missing)}; it has {', '.join(dataset.tasks)}")
+    for name, task in tasks.items():
+        if task.kind == "segmentation" and task.channels != len(dataset.classes):
+            raise TaskcutError(f"task {name} has {task.channels} classes but {spec} has {len(dataset.classes)}")
+    return dataset
+
+
+def with_class_weights(tasks: Mapping[str, TaskSpec], dataset: DataSet) -> dict[str, TaskSpec]:
+    """The task specs with the data set's per-class loss weights (Taskonomy's prior factors) attached."""
+    weights = getattr(dataset, "class_weights", {})
+    out = {}
+    for name, spec in tasks.items():
+        w = weights.get(name)
+        if w is not None and spec.kind == "segmentation":
+            if len(w) != spec.channels:
+                raise TaskcutError(f"the data's {name} class weights have {len(w)} classes, the task {spec.channels}")
+            spec = replace(spec, class_weights=tuple(w))
+        out[name] = spec
+    return out

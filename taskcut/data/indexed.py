@@ -1,0 +1,133 @@
+"""Data sets in the AdaShare/DiSparse/CUT on-disk layout: a JSON index of file groups per split.
+
+Each loader (NYU-v2, Cityscapes, Tiny-Taskonomy) only says how one group of files becomes
+arrays; opening the index, checking that every file is there, batching, augmentation and the
+hand-over as tensors are shared here. Items come out like the synth set's: `image` plus one
+target per task, with invalid pixels encoded in the target itself (segmentation 255, normal
+a zero vector, depth 0, keypoint/edge NaN), which is what `taskcut.tasks.valid_mask` reads.
+
+Images are what the papers' models expect: BGR, 0-255, minus the ImageNet/Caffe mean, so a
+checkpoint imported from those projects sees the same input it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import TaskcutError
+from .augment import Augment, augment
+
+#: The papers' image mean, BGR order, on the 0-255 scale.
+BGR_MEAN = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
+
+
+class IndexedDataset(Dataset):
+    """One split of a data set described by `<root>/<index_name>` (`{split: [[file, ...], ...]}`)."""
+
+    kind: ClassVar[str]
+    index_name: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+    flips_normal_x: ClassVar[bool] = False
+    tasks: list[str]
+    classes: list[str]
+
+    def __init__(self, root: str | Path, split: str, crop: tuple[int, int], augment_train: bool = True) -> None:
+        self.root = Path(root)
+        self.split = split
+        groups, self.index_split = read_index(self.root, self.index_name, split, len(self.columns))
+        check_files(self.root, groups, self.index_name, self.index_split)
+        self.groups = groups
+        self.augmentation = Augment(tuple(crop), flip_normal_x=self.flips_normal_x) \
+            if augment_train and split == "train" else None
+        self.class_weights: dict[str, tuple[float, ...]] = {}
+
+    @property
+    def augments(self) -> bool:
+        return self.augmentation is not None
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def read_item(self, paths: list[Path]) -> dict[str, np.ndarray]:
+        """Arrays of one group: `image` (H, W, 3) BGR 0-255 float32 and targets keyed by task."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.batch(torch.tensor([index]))
+        return {k: v[0] for k, v in batch.items()}
+
+    def batch(self, indices: torch.Tensor, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Items stacked; the train split is augmented when a random generator is given."""
+        items = []
+        for i in indices.tolist():
+            paths = [self.root / p for p in self.groups[i]]
+            item = self.read_item(paths)
+            if self.augmentation is not None and rng is not None:
+                item = augment(item, self.augmentation, rng)
+            shape = item["image"].shape[:2]
+            for key, value in item.items():
+                if value.shape[:2] != shape:
+                    raise TaskcutError(f"{paths[0]}: its {key} is {value.shape[0]}x{value.shape[1]} "
+                                       f"but the image is {shape[0]}x{shape[1]}")
+            items.append((item, paths[0]))
+        first, first_path = items[0]
+        for item, path in items[1:]:
+            if item["image"].shape != first["image"].shape:
+                raise TaskcutError(f"{path}: image is {item['image'].shape[0]}x{item['image'].shape[1]} but "
+                                   f"{first_path} is {first['image'].shape[0]}x{first['image'].shape[1]}; "
+                                   f"a {self.split} batch needs one size")
+        out = {"image": torch.from_numpy(np.stack([(it["image"] - BGR_MEAN) for it, _ in items]))
+               .permute(0, 3, 1, 2).to(torch.float32).contiguous()}
+        for key in first:
+            if key == "image":
+                continue
+            stacked = torch.from_numpy(np.stack([it[key] for it, _ in items]))
+            if key == "seg":
+                out[key] = stacked.to(torch.int64)
+            elif stacked.dim() == 4:
+                out[key] = stacked.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+            else:
+                out[key] = stacked.unsqueeze(1).to(torch.float32)
+        return out
+
+    def array(self, key: str) -> np.ndarray:
+        raise TaskcutError(f"{self.kind}: whole-split arrays are only kept for synth sets")
+
+
+def read_index(root: Path, name: str, split: str, columns: int) -> tuple[list[list[str]], str]:
+    """The file groups of `split` (a missing `val` falls back to `test`, as the papers validate on it)."""
+    if not root.is_dir():
+        raise TaskcutError(f"data folder {root} does not exist")
+    path = root / name
+    if not path.is_file():
+        raise TaskcutError(f"{root} has no index file {name}; expected the AdaShare layout ({name} beside the data)")
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TaskcutError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(index, dict):
+        raise TaskcutError(f"{path} must map split names to lists of file groups")
+    used = split if split in index else ("test" if split == "val" and "test" in index else None)
+    if used is None:
+        raise TaskcutError(f"{path} has no {split!r} split; it has {', '.join(sorted(index)) or 'none'}")
+    groups = index[used]
+    if not isinstance(groups, list) or not groups:
+        raise TaskcutError(f"{path}: split {used!r} is empty or not a list")
+    for i, group in enumerate(groups):
+        if not (isinstance(group, list) and len(group) == columns and all(isinstance(p, str) for p in group)):
+            raise TaskcutError(f"{path}: {used}[{i}] should be a list of {columns} file paths, got {group!r}"[:300])
+    return groups, used
+
+
+def check_files(root: Path, groups: list[list[str]], index_name: str, split: str) -> None:
+    """Every file the split names must exist; the error names the first missing one and the count."""
+    missing = [p for group in groups for p in group if not (root / p).is_file()]
+    if missing:
+        raise TaskcutError(f"{root / index_name} names {len(missing)} missing file(s) in split {split!r}, "
+                           f"the first: {root / missing[0]}")
