@@ -7,7 +7,8 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+import contextlib
+from typing import Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -101,18 +102,24 @@ def train(
     config: Optional[Path] = typer.Option(None, help="A YAML config (may name a preset to start from)."),
     data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR. Synth presets generate and cache their data when omitted."),
     steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
+    checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
+    resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
     force: bool = typer.Option(False, help="Replace existing output files."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
-    """Train a base multi-task model; the best checkpoint is chosen on the validation split."""
+    """Train a base multi-task model; the best checkpoint is chosen on the validation split (torchrun-ready)."""
     from .config import load_config
     from .pipeline import metrics_path, train_base
 
     overrides = {"train": {"steps": steps}} if steps is not None else None
     cfg = load_config(preset, config, overrides)
     _check_device(device)
-    report = train_base(cfg, out_file, data=data, force=force, device=device, show_progress=not quiet)
+    with _distributed(device) as device:
+        report = train_base(cfg, out_file, data=data, force=force, device=device, show_progress=not quiet,
+                            resume=resume, checkpoint_every=checkpoint_every)
+    if report is None:  # a torchrun rank other than 0
+        return
     _print_base_report(report)
     out.print(f"wrote {out_file} and {metrics_path(out_file)}")
 
@@ -166,8 +173,11 @@ def prune_cmd(
     from .prune import prune
 
     _check_device(device)
-    summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
-                    not quiet, structured)
+    with _distributed(device) as device:
+        summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
+                        not quiet, structured)
+    if summary is None:  # a torchrun rank other than 0
+        return
     table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity} ({summary.rule})")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -196,6 +206,8 @@ def finetune_cmd(
     preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
                                                     "preset's finetune section, e.g. nyuv2; replaces the four above."),
     config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule."),
+    checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
+    resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -212,8 +224,12 @@ def finetune_cmd(
             raise TaskcutError(f"config {cfg.name!r} has no finetune section")
         schedule = cfg.finetune
         crop = cfg.data.size if cfg.data.dataset != "synth" else None
-    result = finetune_model(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
-                            device=device, show_progress=not quiet, schedule=schedule, crop=crop)
+    with _distributed(device) as device:
+        result = finetune_model(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
+                                device=device, show_progress=not quiet, schedule=schedule, crop=crop,
+                                resume=resume, checkpoint_every=checkpoint_every)
+    if result is None:  # a torchrun rank other than 0
+        return
     out.print(f"best validation loss {result['best_val_loss']:.4f} at step {result['best_step']}; wrote {out_file}")
 
 
@@ -414,6 +430,17 @@ def _print_layers(per_layer: dict) -> None:
     for name, (size, sparsity) in per_layer.items():
         table.add_row(name, f"{size:,}", f"{sparsity:.3f}")
     out.print(table)
+
+
+@contextlib.contextmanager
+def _distributed(device: str) -> Iterator[str]:
+    """Join torchrun's process group when launched by it (the device this rank uses); leave it after."""
+    from . import distributed
+
+    try:
+        yield distributed.init(device)
+    finally:
+        distributed.shutdown()
 
 
 def _check_device(device: str) -> None:

@@ -12,7 +12,9 @@ import torch
 
 from . import __version__
 from .cache import synth_set
+from .checkpoint import checkpoint_path
 from .config import RunConfig, TrainConfig
+from .distributed import world
 from .data.dataset import SynthDataset, open_for_tasks
 from .errors import TaskcutError, check_choice
 from .evaluate import collect, evaluate
@@ -39,20 +41,40 @@ def resolve_data(config: RunConfig, data: str | None, show_progress: bool = True
     return f"synth:{synth_set(config.data, show_progress)}"
 
 
+def _check_checkpoint(out: Path, resume: bool, force: bool) -> Path:
+    """The run's checkpoint path; an unfinished run's checkpoint is neither ignored nor silently replaced."""
+    ckpt = checkpoint_path(out)
+    if ckpt.exists() and not resume and not force:
+        raise TaskcutError(f"{ckpt} holds an unfinished run; pass --resume to continue it or --force to start over")
+    if resume and not ckpt.is_file():
+        raise TaskcutError(f"--resume: there is no checkpoint {ckpt} to continue from")
+    return ckpt
+
+
 def train_base(config: RunConfig, out: Path, data: str | None = None, force: bool = False,
-               device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
-    """Train a base model, evaluate it on the test split beside image-blind predictors, write both files."""
+               device: str = "cpu", show_progress: bool = True, resume: bool = False,
+               checkpoint_every: int = 0) -> dict[str, Any] | None:
+    """Train a base model, evaluate it on the test split beside image-blind predictors, write both files.
+
+    With `checkpoint_every`, the run is resumable (`resume`) from `<out>.ckpt`, which is
+    removed once the model is written. Under torchrun, rank 0 evaluates and writes; the
+    other ranks return None.
+    """
     out = Path(out)
     report_path = metrics_path(out)
     check_writable(out, force)
     check_writable(report_path, force)
+    ckpt = _check_checkpoint(out, resume, force)
     dev = torch.device(device)
     spec = resolve_data(config, data, show_progress)
     tasks = config.model.task_specs()
     crop = config.data.size if config.data.dataset != "synth" else None
     train_set, val_set, test_set = (open_for_tasks(spec, s, tasks, crop) for s in ("train", "val", "test"))
 
-    result = train(config, train_set, val_set, dev, show_progress)
+    result = train(config, train_set, val_set, dev, show_progress, checkpoint=ckpt,
+                   checkpoint_every=checkpoint_every, resume=resume)
+    if not world().main:
+        return None
     accumulators = collect(lambda b: result.model(b["image"]), test_set, tasks, device=dev)
     test_metrics = {name: acc.compute() for name, acc in accumulators.items()}
     trivial: dict[str, Any] | None = None
@@ -72,22 +94,26 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
         "history": result.history, "test": test_metrics, "trivial_test": trivial, "floors": floors,
     }
     write_text(report_path, json.dumps(report, indent=2))
+    ckpt.unlink(missing_ok=True)
     return report
 
 
 def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
                    lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
                    device: str = "cpu", show_progress: bool = True, schedule: TrainConfig | None = None,
-                   crop: tuple[int, int] | None = None) -> dict[str, Any]:
+                   crop: tuple[int, int] | None = None, resume: bool = False,
+                   checkpoint_every: int = 0) -> dict[str, Any] | None:
     """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation.
 
     `schedule` (a preset's `finetune` section) replaces steps/batch_size/lr/val_every/seed
-    with its own, including weight decay and the learning-rate steps.
+    with its own, including weight decay and the learning-rate steps. Checkpoints, resuming
+    and torchrun as in `train_base`.
     """
     model_path, out = Path(model_path), Path(out)
     check_writable(out, force)
     if out.resolve() == model_path.resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
+    ckpt = _check_checkpoint(out, resume, force)
     cfg = schedule or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps),
                                   seed=seed)
     spec = read_spec(model_path)
@@ -95,10 +121,14 @@ def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, bat
     specs = model.config.task_specs()
     train_set, val_set = (open_for_tasks(data, s, specs, crop) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in model.config.tasks.items()}
-    result = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label="finetune")
+    result = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label="finetune",
+                 checkpoint=ckpt, checkpoint_every=checkpoint_every, resume=resume)
+    if not world().main:
+        return None
     provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
                                                              "data": data}}
     save(result.model, out, provenance)
+    ckpt.unlink(missing_ok=True)
     return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
             "history": result.history}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,13 +12,14 @@ import torch
 
 from . import __version__
 from .compact.masking import apply_masks
-from .data.dataset import iterate_batches, open_for_tasks, with_class_weights
+from .data.dataset import open_for_tasks, with_class_weights
+from .distributed import world
 from .errors import TaskcutError
 from .fileio import check_writable, file_sha256
 from .fuse import check_sparsity, fuse, parse_rule
 from .models import load, save
 from .models.io import read_spec
-from .score import score
+from .score import reduce_scores, score
 from .select import check_tasks, select
 
 
@@ -45,7 +45,7 @@ class PruneSummary:
 
 def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: str, rule: str = "vote",
           batches: int = 50, batch_size: int = 8, force: bool = False, device: str = "cpu",
-          show_progress: bool = True, structured: bool = False) -> PruneSummary:
+          show_progress: bool = True, structured: bool = False) -> PruneSummary | None:
     """Prune `base` to `tasks` at `sparsity` with CUT and write the compact model to `out`.
 
     Every input is checked before any work, so a bad one writes nothing.
@@ -72,10 +72,17 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         raise TaskcutError(f"asked for {batches} batches of {batch_size} ({batches * batch_size} images), "
                            f"but the train split holds {len(dataset)}")
 
+    place = world()
+    if batches < place.size:
+        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
     start = time.perf_counter()
-    scores = score(small, specs, islice(iterate_batches(dataset, batch_size), batches), device=device,
-                   show_progress=show_progress, total=batches)
+    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
+    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
+    scores = reduce_scores(score(small, specs, local, device=device, show_progress=show_progress and place.main,
+                                 total=len(mine), float64=True))
     seconds = time.perf_counter() - start
+    if not place.main:  # every rank holds the same summed scores; rank 0 writes
+        return None
     if structured:
         return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
                                   batches, batch_size, seconds)

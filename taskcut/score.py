@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .decompose import Decomposition, decompose_outputs, task_outputs
+from .distributed import all_sum
 from .errors import TaskcutError
 from .progress import progress_bar
 from .tasks import TaskSpec
@@ -56,13 +57,15 @@ def _with_eval(model: nn.Module):
 def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Mapping[str, torch.Tensor]],
           decomposition: Decomposition | None = None, scope: Scope = conv_linear_weights,
           device: torch.device | str = "cpu", show_progress: bool = False, total: int | None = None,
-          combined: Mapping[str, float] | None = None) -> Scores:
+          combined: Mapping[str, float] | None = None, float64: bool = False) -> Scores:
     """Per-task CUT scores `{task: {param name: tensor like the weight}}` for the selected `tasks`.
 
     Only weights that task t depends on get a score for t (from `decomposition`, read off the
     first batch's graph when not given). With `combined` (loss weights per task), there is
     one objective instead, the weighted sum of the task losses (SNIP on a multi-task model),
     scored over every weight some selected task uses: `{"combined": {...}}`.
+    Scores come back in float32, or in the float64 they are summed in with `float64`
+    (for `reduce_scores` under torchrun).
     """
     if not tasks:
         raise TaskcutError("score needs at least one selected task")
@@ -77,7 +80,7 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
         # dropping it at once means the gradients of all weights never live together.
         acc = scores[current[0]].get(names_by_id[id(param)])
         if acc is not None and param.grad is not None:
-            acc.add_((param.detach() * param.grad).abs_())
+            acc.add_((param.detach() * param.grad).abs_().to(torch.float64))
         param.grad = None
 
     handles = []
@@ -93,7 +96,10 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
                     targets = _task_params(decomposition, tasks, params)
                     if combined is not None:
                         targets = {COMBINED: list(dict.fromkeys(n for names in targets.values() for n in names))}
-                    scores = {t: {n: torch.zeros_like(params[n]) for n in names} for t, names in targets.items()}
+                    # float64 sums of float32 products are exact in practice, so the scores do not
+                    # depend on the order of the batches (or on how torchrun shares them out)
+                    scores = {t: {n: torch.zeros_like(params[n], dtype=torch.float64) for n in names}
+                              for t, names in targets.items()}
                     for p in params.values():
                         p.grad = None
                     handles = [params[n].register_post_accumulate_grad_hook(accumulate)
@@ -113,6 +119,18 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
                 handle.remove()
     if seen == 0:
         raise TaskcutError("score got no batches")
+    if not float64:
+        for per_task in scores.values():
+            for name in list(per_task):  # one tensor at a time, so both copies never coexist
+                per_task[name] = per_task[name].to(torch.float32)
+    return scores
+
+
+def reduce_scores(scores: Scores) -> Scores:
+    """Sum each score over the torchrun ranks (each scored its share of the batches); float32 after."""
+    for per_task in scores.values():
+        for name, tensor in per_task.items():
+            per_task[name] = all_sum(tensor).to(torch.float32)
     return scores
 
 

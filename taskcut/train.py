@@ -9,13 +9,18 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from .checkpoint import TrainProgress, restore, save_checkpoint
 from .config import RunConfig, TrainConfig
-from .data.dataset import DataSet, iterate_batches, with_class_weights
+from .data.dataset import DataSet, item_rngs, with_class_weights
+from .distributed import all_sum, barrier, sync_batchnorm, world
+from .errors import TaskcutError
 from .evaluate import weighted_loss
 from .models import build_model
 from .progress import progress_bar
@@ -31,11 +36,42 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _batches(dataset: DataSet, batch_size: int, generator: torch.Generator):
-    """Endless shuffled batches (full ones only, so BatchNorm never sees a batch of one)."""
-    size = min(batch_size, len(dataset))
-    while True:
-        yield from iterate_batches(dataset, size, shuffle=True, generator=generator, drop_last=True)
+class BatchStream:
+    """Endless shuffled full batches (BatchNorm never sees a batch of one) whose position can be saved.
+
+    The global batch sequence is a function of the seed alone; under torchrun each rank
+    loads its share (`rank::size`) of every global batch. `state()`/`restore()` carry the
+    generator, the epoch's order and the position, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, dataset: DataSet, batch_size: int, seed: int) -> None:
+        self.dataset = dataset
+        self.size = min(batch_size, len(dataset))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: torch.Tensor | None = None
+        self.pos = 0
+        self.augments = bool(getattr(dataset, "augments", False))
+
+    def next(self, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        n = len(self.dataset)
+        stop = n - n % self.size
+        if self.order is None or self.pos + self.size > stop:
+            self.order = torch.randperm(n, generator=self.generator)
+            self.pos = 0
+        indices = self.order[self.pos:self.pos + self.size]
+        self.pos += self.size
+        if not self.augments:
+            return self.dataset.batch(indices[rank::world])
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))
+        mine = list(range(rank, len(indices), world))
+        return self.dataset.batch(indices[rank::world], item_rngs(seed, mine))  # type: ignore[call-arg]
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "pos": self.pos}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.pos = state["order"], int(state["pos"])
 
 
 def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
@@ -45,56 +81,103 @@ def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
 
 
 def train(config: RunConfig, train_set: DataSet, val_set: DataSet,
-          device: torch.device | str = "cpu", show_progress: bool = True) -> TrainResult:
+          device: torch.device | str = "cpu", show_progress: bool = True, checkpoint: Path | None = None,
+          checkpoint_every: int = 0, resume: bool = False) -> TrainResult:
     """Train a fresh model as `config` says and return it with its best validation weights."""
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     return fit(model, config.model.task_specs(), config.loss_weights(), config.train, train_set, val_set,
-               device, show_progress, label="train")
+               device, show_progress, label="train", checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+               resume=resume)
 
 
 def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, float], cfg: TrainConfig,
         train_set: DataSet, val_set: DataSet, device: torch.device | str = "cpu",
-        show_progress: bool = True, label: str = "train") -> TrainResult:
+        show_progress: bool = True, label: str = "train", checkpoint: Path | None = None,
+        checkpoint_every: int = 0, resume: bool = False) -> TrainResult:
     """The one training loop (base training and fine-tuning): Adam on the weighted task losses.
 
     Only `tasks` are trained; masks attached to the model (parametrizations) keep pruned
     weights at zero. The returned model holds its best weights on the validation split.
+
+    With `checkpoint`, everything the run depends on (weights and masks, optimiser, schedule,
+    random states, data position, best weights so far) is written there atomically every
+    `checkpoint_every` steps; `resume` continues from it, reproducing the uninterrupted run.
+    A non-finite loss stops the run before the step is applied (no NaN weights), naming the
+    task and the step; the last checkpoint stays as it was. Under torchrun each rank trains on
+    its share of every global batch (DDP, BatchNorm statistics shared); rank 0 writes.
     """
+    place = world()
+    if cfg.batch_size % place.size:
+        raise TaskcutError(f"batch size {cfg.batch_size} does not split over {place.size} processes")
     torch.manual_seed(cfg.seed)
     tasks = with_class_weights(tasks, train_set)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_decay_every, cfg.lr_decay_rate)
                  if cfg.lr_decay_every else None)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    batches = _batches(train_set, cfg.batch_size, generator)
-    best_state, best_loss, best_step = None, float("inf"), 0
-    history: list[dict[str, float]] = []
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed)
+    progress = TrainProgress()
+    settings = {"label": label, "train": cfg.model_dump(), "tasks": sorted(tasks)}
+    if resume:
+        if checkpoint is None or not checkpoint.is_file():
+            raise TaskcutError(f"--resume: no checkpoint at {checkpoint}")
+        progress = restore(checkpoint, settings, model, optimiser, scheduler, stream)
+    net: nn.Module = model
+    if place.size > 1:
+        sync_batchnorm(model, True)
+        dev = torch.device(device)
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     running: dict[str, float] = {}
-    start = time.perf_counter()
+    start = time.perf_counter() - progress.seconds
     model.train()
-    with progress_bar(show_progress) as bar:
-        job = bar.add_task(label, total=cfg.steps, info="")
-        for step in range(1, cfg.steps + 1):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            losses = task_losses(model, batch, tasks)
-            total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
-            if scheduler is not None:
-                scheduler.step()
-            for name, loss in losses.items():
-                value = float(loss.detach())
-                running[name] = 0.9 * running.get(name, value) + 0.1 * value
-            bar.update(job, advance=1, info=" ".join(f"{n}={v:.3f}" for n, v in running.items()))
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                val_loss, per_task = weighted_loss(model, val_set, tasks, weights, device=device)
-                history.append({"step": step, "val_loss": val_loss, **{f"val_{k}": v for k, v in per_task.items()}})
-                if val_loss < best_loss:
-                    best_loss, best_step = val_loss, step
-                    best_state = copy.deepcopy(model.state_dict())
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    try:
+        with progress_bar(show_progress and place.main) as bar:
+            job = bar.add_task(label, total=cfg.steps, completed=progress.step, info="")
+            for step in range(progress.step + 1, cfg.steps + 1):
+                batch = {k: v.to(device) for k, v in stream.next(place.rank, place.size).items()}
+                losses = task_losses(net, batch, tasks)
+                _stop_if_not_finite(losses, step, checkpoint, progress, device)
+                total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
+                optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                optimiser.step()
+                if scheduler is not None:
+                    scheduler.step()
+                for name, loss in losses.items():
+                    value = float(loss.detach())
+                    running[name] = 0.9 * running.get(name, value) + 0.1 * value
+                bar.update(job, advance=1, info=" ".join(f"{n}={v:.3f}" for n, v in running.items()))
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    val_loss, per_task = weighted_loss(model, val_set, tasks, weights, device=device)
+                    progress.history.append({"step": step, "val_loss": val_loss,
+                                             **{f"val_{k}": v for k, v in per_task.items()}})
+                    if val_loss < progress.best_loss:
+                        progress.best_loss, progress.best_step = val_loss, step
+                        progress.best_state = copy.deepcopy(model.state_dict())
+                progress.step = step
+                if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < cfg.steps:
+                    progress.seconds = time.perf_counter() - start
+                    if place.main:
+                        save_checkpoint(checkpoint, settings, model, optimiser, scheduler, stream, progress)
+                    barrier()
+    finally:
+        if place.size > 1:
+            sync_batchnorm(model, False)
+    assert progress.best_state is not None
+    model.load_state_dict(progress.best_state)
     model.eval()
-    return TrainResult(model, best_step, best_loss, history, time.perf_counter() - start)
+    return TrainResult(model, progress.best_step, progress.best_loss, progress.history, time.perf_counter() - start)
+
+
+def _stop_if_not_finite(losses: Mapping[str, torch.Tensor], step: int, checkpoint: Path | None,
+                        progress: "TrainProgress", device: torch.device | str) -> None:
+    """Every rank stops together, before the step is applied, naming the task(s) whose loss is not finite."""
+    flags = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0 for loss in losses.values()],
+                         device=device)
+    bad = [name for name, flag in zip(losses, all_sum(flags).tolist()) if flag > 0]
+    if not bad:
+        return
+    kept = (f"the last good checkpoint, {checkpoint} (step {progress.saved_step}), is kept; --resume continues from it"
+            if checkpoint is not None and progress.saved_step else "no weights were written")
+    raise TaskcutError(f"non-finite {', '.join(bad)} loss at step {step}; stopped before applying it: {kept}. "
+                       f"Lower the learning rate or check the data.")

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from taskcut.cli import app
-from taskcut.data.dataset import iterate_batches, open_dataset, open_for_tasks, with_class_weights
+from taskcut.data.dataset import item_rngs, iterate_batches, open_dataset, open_for_tasks, with_class_weights
 from taskcut.data.indexed import BGR_MEAN
 from taskcut.errors import TaskcutError
 from taskcut.tasks import TaskSpec, valid_mask
@@ -120,9 +120,11 @@ def test_taskonomy_weighted_loss_uses_the_prior(sets: dict[str, Path]) -> None:
 @pytest.mark.parametrize("kind", ["nyuv2", "cityscapes", "taskonomy"])
 def test_training_augmentation(sets: dict[str, Path], kind: str) -> None:
     ds = open_dataset(f"{kind}:{sets[kind]}", "train", crop=(48, 56))
-    first = ds.batch(torch.tensor([0, 1]), np.random.default_rng(7))
-    again = ds.batch(torch.tensor([0, 1]), np.random.default_rng(7))
-    other = ds.batch(torch.tensor([0, 1]), np.random.default_rng(8))
+    first = ds.batch(torch.tensor([0, 1]), item_rngs(7, range(2)))
+    again = ds.batch(torch.tensor([0, 1]), item_rngs(7, range(2)))
+    other = ds.batch(torch.tensor([0, 1]), item_rngs(8, range(2)))
+    alone = ds.batch(torch.tensor([1]), item_rngs(7, [1]))  # item 1 in place 1, loaded alone (another rank)
+    assert torch.equal(alone["image"][0], first["image"][1])
     assert first["image"].shape == (2, 3, 48, 56)
     assert all(torch.equal(first[k].nan_to_num(-9), again[k].nan_to_num(-9)) for k in first)  # a function of the rng
     assert not torch.equal(first["image"], other["image"])

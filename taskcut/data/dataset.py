@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import numpy as np
 import torch
@@ -74,9 +74,15 @@ def iterate_batches(dataset: DataSet, batch_size: int, shuffle: bool = False,
         indices = order[start:start + batch_size]
         if augments:
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-            yield dataset.batch(indices, np.random.default_rng(seed))  # type: ignore[call-arg]
+            yield dataset.batch(indices, item_rngs(seed, range(len(indices))))  # type: ignore[call-arg]
         else:
             yield dataset.batch(indices)
+
+
+def item_rngs(seed: int, positions: Iterable[int]) -> list[np.random.Generator]:
+    """One generator per item of a batch, from the batch's seed and the item's place in the
+    global batch: the same augmentation whichever process (under torchrun) loads the item."""
+    return [np.random.default_rng([seed, j]) for j in positions]
 
 
 def open_dataset(spec: str, split: str, seg_classes: int | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -62,14 +62,17 @@ class IndexedDataset(Dataset):
         batch = self.batch(torch.tensor([index]))
         return {k: v[0] for k, v in batch.items()}
 
-    def batch(self, indices: torch.Tensor, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Items stacked; the train split is augmented when a random generator is given."""
+    def batch(self, indices: torch.Tensor,
+              rngs: Sequence[np.random.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """Items stacked; the train split is augmented when given one random generator per item."""
         items = []
-        for i in indices.tolist():
+        if rngs is not None and len(rngs) != len(indices):
+            raise ValueError(f"{len(rngs)} random generators for {len(indices)} items")
+        for j, i in enumerate(indices.tolist()):
             paths = [self.root / p for p in self.groups[i]]
             item = self.read_item(paths)
-            if self.augmentation is not None and rng is not None:
-                item = augment(item, self.augmentation, rng)
+            if self.augmentation is not None and rngs is not None:
+                item = augment(item, self.augmentation, rngs[j])
             shape = item["image"].shape[:2]
             for key, value in item.items():
                 if value.shape[:2] != shape:
