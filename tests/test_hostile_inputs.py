@@ -1,0 +1,64 @@
+"""The README's table of hostile and broken inputs: each row's behaviour, through the CLI, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taskcut.cli import app
+from taskcut.data.images import read_npy
+from taskcut.errors import TaskcutError
+from taskcut.models import build_model, save
+
+from .conftest import tiny_model_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save(build_model(tiny_model_config()).eval(), tmp_path_factory.mktemp("m") / "base.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeros"])
+def test_damaged_model_file_is_named_and_nothing_is_written(model_file: Path, synth_dir: Path, tmp_path: Path,
+                                                            damage: str) -> None:
+    data = model_file.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 256)
+    out = tmp_path / "out.safetensors"
+    for args in (["prune", str(bad), "--tasks", "seg", "--sparsity", "0.5", "--data", f"synth:{synth_dir}",
+                  "--batches", "1", "--batch-size", "2", "--out", str(out), "--quiet"],
+                 ["finetune", str(bad), "--data", f"synth:{synth_dir}", "--steps", "1", "--out", str(out), "--quiet"],
+                 ["evaluate", str(bad), "--data", f"synth:{synth_dir}", "--out", str(out)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args[0], result.output)
+        assert "bad.safetensors" in result.output and "not a readable .safetensors" in result.output
+        assert not out.exists()
+
+
+def test_npy_holding_python_objects_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "depth.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(TaskcutError, match="depth.npy: refused"):
+        read_npy(path)
+
+
+def test_corrupted_or_foreign_resume_checkpoint(model_file: Path, synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tuned.safetensors"
+    ckpt = out.with_name(out.name + ".ckpt")
+    args = ["finetune", str(model_file), "--data", f"synth:{synth_dir}", "--steps", "4", "--batch-size", "4",
+            "--checkpoint-every", "2", "--out", str(out), "--quiet", "--resume"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+    ckpt.write_bytes(b"PK\x03\x04 torn")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "cannot be read" in result.output and not out.exists()
+    torch.save({"format": "taskcut-train-checkpoint", "settings": {"label": "other"}}, ckpt)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "other settings" in result.output and not out.exists()
