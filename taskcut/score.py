@@ -64,8 +64,9 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
     first batch's graph when not given). With `combined` (loss weights per task), there is
     one objective instead, the weighted sum of the task losses (SNIP on a multi-task model),
     scored over every weight some selected task uses: `{"combined": {...}}`.
-    Scores come back in float32, or in the float64 they are summed in with `float64`
-    (for `reduce_scores` under torchrun).
+    Scores are summed in float32, or with `float64` in float64 (twice the memory of the
+    sums), which makes them independent of the order of the batches, so `prune` gives the
+    same masks with and without torchrun (`reduce_scores`).
     """
     if not tasks:
         raise TaskcutError("score needs at least one selected task")
@@ -80,7 +81,7 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
         # dropping it at once means the gradients of all weights never live together.
         acc = scores[current[0]].get(names_by_id[id(param)])
         if acc is not None and param.grad is not None:
-            acc.add_((param.detach() * param.grad).abs_().to(torch.float64))
+            acc.add_((param.detach() * param.grad).abs_().to(acc.dtype))
         param.grad = None
 
     handles = []
@@ -98,7 +99,8 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
                         targets = {COMBINED: list(dict.fromkeys(n for names in targets.values() for n in names))}
                     # float64 sums of float32 products are exact in practice, so the scores do not
                     # depend on the order of the batches (or on how torchrun shares them out)
-                    scores = {t: {n: torch.zeros_like(params[n], dtype=torch.float64) for n in names}
+                    dtype = torch.float64 if float64 else torch.float32
+                    scores = {t: {n: torch.zeros_like(params[n], dtype=dtype) for n in names}
                               for t, names in targets.items()}
                     for p in params.values():
                         p.grad = None
@@ -119,10 +121,6 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
                 handle.remove()
     if seen == 0:
         raise TaskcutError("score got no batches")
-    if not float64:
-        for per_task in scores.values():
-            for name in list(per_task):  # one tensor at a time, so both copies never coexist
-                per_task[name] = per_task[name].to(torch.float32)
     return scores
 
 
