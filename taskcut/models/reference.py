@@ -149,7 +149,10 @@ def import_state(state: Mapping[str, torch.Tensor], arch: str, tasks: Sequence[t
     mapped, unexpected = {}, []
     for key, value in weights.items():
         new = translate_key(key, names)
-        (unexpected.append(key) if new is None else mapped.__setitem__(new, value))
+        if new is None:
+            unexpected.append(key)
+        else:
+            mapped[new] = value
     config = _config_from(mapped, arch, tasks, template, unexpected)
     model = build_model(config)
     expected = model.state_dict()
