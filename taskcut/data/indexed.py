@@ -12,7 +12,6 @@ checkpoint imported from those projects sees the same input it was trained on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ..errors import TaskcutError
 from .augment import Augment, augment
+from .store import read_folder_json
 
 #: The papers' image mean, BGR order, on the 0-255 scale.
 BGR_MEAN = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
@@ -105,15 +105,8 @@ class IndexedDataset(Dataset):
 
 def read_index(root: Path, name: str, split: str, columns: int) -> tuple[list[list[str]], str]:
     """The file groups of `split` (a missing `val` falls back to `test`, as the papers validate on it)."""
-    if not root.is_dir():
-        raise TaskcutError(f"data folder {root} does not exist")
     path = root / name
-    if not path.is_file():
-        raise TaskcutError(f"{root} has no index file {name}; expected the AdaShare layout ({name} beside the data)")
-    try:
-        index = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TaskcutError(f"{path} is not valid JSON: {exc}") from exc
+    index = read_folder_json(root, name, f"expected the AdaShare layout ({name} beside the data)", kind="index file ")
     if not isinstance(index, dict):
         raise TaskcutError(f"{path} must map split names to lists of file groups")
     used = split if split in index else ("test" if split == "val" and "test" in index else None)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -99,18 +99,26 @@ def write_synth(out: Path, counts: dict[str, int], size: tuple[int, int], seed: 
     return out / MANIFEST
 
 
-def read_manifest(root: Path) -> dict:
-    """The manifest of a synth set, checked against the shards beside it."""
+def read_folder_json(root: Path, name: str, missing_hint: str, kind: str = "") -> Any:
+    """The JSON file that describes a data folder (synth manifest, the papers' indexes), with clear errors."""
     if not root.is_dir():
         raise TaskcutError(f"data folder {root} does not exist")
-    path = root / MANIFEST
+    path = root / name
     if not path.is_file():
-        raise TaskcutError(f"{root} has no {MANIFEST}; is it a taskcut synth set? (make one with `taskcut data synth`)")
+        raise TaskcutError(f"{root} has no {kind}{name}; {missing_hint}")
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise TaskcutError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    except UnicodeDecodeError as exc:
+        raise TaskcutError(f"{path} is not valid JSON (not UTF-8 text)") from exc
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a synth set, checked against the shards beside it."""
+    path = root / MANIFEST
+    manifest = read_folder_json(root, MANIFEST, "is it a taskcut synth set? (make one with `taskcut data synth`)")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise TaskcutError(f"{path} is not a taskcut synth manifest of version {VERSION}")
     return manifest
 
