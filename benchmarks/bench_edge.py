@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taskcut.bench import measure, measure_onnx_file
+from taskcut.deploy.bench import measure, measure_onnx_file
 from taskcut.compact.masking import apply_masks
 from taskcut.compact.structured import structured_prune
 from taskcut.config import load_config
 from taskcut.data.synth import render
-from taskcut.export import export
-from taskcut.fuse import fuse
+from taskcut.deploy.export import export
+from taskcut.cut.fuse import fuse
 from taskcut.models import build_model, save
-from taskcut.score import score
-from taskcut.select import select
+from taskcut.cut.score import score
+from taskcut.cut.select import select
 
 TASKS = ["seg", "depth"]
 FULL = {"depth": 34, "width": 1.0, "head_hidden": 1024, "head_dilations": [6, 12, 18, 24], "dropout": 0.5}

@@ -50,7 +50,7 @@ def _setup(model_name: str, n_batches: int, tasks: list[str] | None):
     torch.manual_seed(0)
     model = build_model(config)
     if tasks is not None:  # the selected model, built directly (same weights as selecting from the full one)
-        from taskcut.select import select
+        from taskcut.cut.select import select
 
         model = select(model, tasks)
     batches = []
@@ -63,7 +63,7 @@ def _setup(model_name: str, n_batches: int, tasks: list[str] | None):
 def worker(mode: str, model_name: str, n_batches: int, out: Path) -> None:
     from safetensors.torch import save_file
 
-    from taskcut.score import score, score_reference
+    from taskcut.cut.score import score, score_reference
 
     tasks = SELECTED if mode == "two" else None
     model, batches = _setup(model_name, n_batches, tasks)

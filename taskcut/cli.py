@@ -110,7 +110,7 @@ def train(
 ) -> None:
     """Train a base multi-task model; the best checkpoint is chosen on the validation split (torchrun-ready)."""
     from .config import load_config
-    from .pipeline import metrics_path, train_base
+    from .experiments.pipeline import metrics_path, train_base
 
     overrides = {"train": {"steps": steps}} if steps is not None else None
     cfg = load_config(preset, config, overrides)
@@ -170,7 +170,7 @@ def prune_cmd(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
-    from .prune import prune
+    from .experiments.prune import prune
 
     _check_device(device)
     with _distributed(device) as device:
@@ -214,7 +214,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from .config import load_config
-    from .pipeline import finetune_model
+    from .experiments.pipeline import finetune_model
 
     _check_device(device)
     schedule, crop = None, None
@@ -247,7 +247,7 @@ def evaluate_cmd(
     force: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Per-task metrics on a split, and delta_T against a baseline."""
-    from .pipeline import evaluate_model
+    from .experiments.pipeline import evaluate_model
 
     _check_device(device)
     report = evaluate_model(model_file, data, split, baseline, out_file, force, device, convention=metrics)
@@ -289,8 +289,8 @@ def compare_cmd(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Compare pruning methods at equal sparsity and fine-tuning budget; resumable."""
-    from .compare import CompareSpec, parse_floats, parse_ints, run_compare
-    from .report import markdown, summary_table
+    from .experiments.compare import CompareSpec, parse_floats, parse_ints, run_compare
+    from .experiments.report import markdown, summary_table
 
     _check_device(device)
     spec = CompareSpec(base=base, tasks=_task_list(tasks), sparsities=parse_floats(sparsities, "--sparsities"),
@@ -304,7 +304,7 @@ def compare_cmd(
 
 def _specs(base: Path, tasks: list[str]) -> dict:
     from .models import read_spec
-    from .tasks import TaskSpec
+    from .tasks.dense import TaskSpec
 
     model_tasks = read_spec(base)["model"]["tasks"]
     return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
@@ -345,7 +345,7 @@ def export_cmd(
     force: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Export to ONNX or TorchScript with outputs named by task; checked against eager PyTorch."""
-    from .export import export
+    from .deploy.export import export
 
     report = export(model_file, fmt, out_file, int8, size, force)
     table = Table(title=f"{fmt}{' int8' if int8 else ''} against eager PyTorch")
@@ -370,7 +370,7 @@ def bench_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Latency (median, min), parameters, MACs and file size; ratios against --vs."""
-    from .bench import measure, ratios
+    from .deploy.bench import measure, ratios
 
     _check_size(size)
     stats = measure(model_file, runtime, threads, size, runs=runs)
@@ -401,7 +401,7 @@ def demo_cmd(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """The main job on the embedded synth scenes: base model, CUT to {seg, depth} at 70%, fine-tune, report."""
-    from .demo import demo
+    from .experiments.demo import demo
 
     _check_device(device)
     result = demo(out_dir, device, not quiet)
@@ -435,7 +435,7 @@ def _print_layers(per_layer: dict) -> None:
 @contextlib.contextmanager
 def _distributed(device: str) -> Iterator[str]:
     """Join torchrun's process group when launched by it (the device this rank uses); leave it after."""
-    from . import distributed
+    from .train import distributed
 
     try:
         yield distributed.init(device)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import TaskcutError
-from .tasks import TaskSpec
+from .tasks.dense import TaskSpec
 
 
 class _Strict(BaseModel):

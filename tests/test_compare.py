@@ -10,11 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from taskcut.cli import app
-from taskcut.fuse import fuse
-from taskcut.methods import RULES, method_scores
-from taskcut.score import prunable_parameters
+from taskcut.cut.fuse import fuse
+from taskcut.experiments.methods import RULES, method_scores
+from taskcut.cut.score import prunable_parameters
 from taskcut.models import build_model, save
-from taskcut.select import select
+from taskcut.cut.select import select
 
 from .conftest import tiny_model_config
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from taskcut.decompose import decompose
+from taskcut.cut.decompose import decompose
 from taskcut.errors import TaskcutError
 from taskcut.models import build_model
-from taskcut.select import select
+from taskcut.cut.select import select
 
 from .archs import PartialNeck, TupleOutput, UNetLike, Untraceable
 from .conftest import tiny_model_config

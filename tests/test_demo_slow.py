@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskcut.demo import demo
+from taskcut.experiments.demo import demo
 
 
 @pytest.mark.slow

@@ -136,7 +136,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(base: Path, synth_d
 def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(base: Path, synth_dir: Path,
                                                                               tmp_path: Path, monkeypatch) -> None:
     from taskcut import tasks as tasks_module
-    from taskcut.pipeline import finetune_model
+    from taskcut.experiments.pipeline import finetune_model
 
     small = tmp_path / "small.safetensors"
     assert runner.invoke(app, ["prune", str(base), "--tasks", "seg,depth", "--sparsity", "0.5", "--data",

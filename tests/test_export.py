@@ -15,10 +15,10 @@ from taskcut.cli import app
 from taskcut.compact.masking import apply_masks
 from taskcut.compact.structured import structured_prune
 from taskcut.data import SynthDataset, iterate_batches
-from taskcut.export import export, ort_session, sample_inputs
+from taskcut.deploy.export import export, ort_session, sample_inputs
 from taskcut.models import build_model, load, save
-from taskcut.score import prunable_parameters, score
-from taskcut.select import select
+from taskcut.cut.score import prunable_parameters, score
+from taskcut.cut.select import select
 
 from .conftest import tiny_model_config
 

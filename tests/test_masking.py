@@ -12,9 +12,9 @@ from taskcut.compact.masking import apply_masks, masks_of, sparsity_report
 from taskcut.config import TrainConfig
 from taskcut.data import SynthDataset
 from taskcut.models import build_model, load, save
-from taskcut.score import prunable_parameters
-from taskcut.select import select
-from taskcut.train import fit
+from taskcut.cut.score import prunable_parameters
+from taskcut.cut.select import select
+from taskcut.train.fit import fit
 
 from .conftest import tiny_model_config
 

@@ -110,7 +110,7 @@ class _NotKeyed(torch.nn.Module):
 
 
 def test_model_output_not_keyed_by_task() -> None:
-    from taskcut.decompose import decompose
+    from taskcut.cut.decompose import decompose
     from taskcut.errors import TaskcutError
 
     with pytest.raises(TaskcutError, match="not keyed by task"):

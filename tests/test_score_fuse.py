@@ -10,10 +10,10 @@ import torch
 
 from taskcut.data import SynthDataset, iterate_batches
 from taskcut.errors import TaskcutError
-from taskcut.fuse import fuse, parse_rule
+from taskcut.cut.fuse import fuse, parse_rule
 from taskcut.models import build_model
-from taskcut.score import score, score_reference
-from taskcut.select import select
+from taskcut.cut.score import score, score_reference
+from taskcut.cut.select import select
 
 from .conftest import tiny_model_config
 

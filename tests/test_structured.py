@@ -13,8 +13,8 @@ from taskcut.cli import app
 from taskcut.compact.structured import structured_prune
 from taskcut.data import SynthDataset, iterate_batches
 from taskcut.models import build_model, save
-from taskcut.score import score
-from taskcut.select import select
+from taskcut.cut.score import score
+from taskcut.cut.select import select
 
 from .conftest import tiny_model_config
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from taskcut.tasks import (DenseErrorMetrics, DepthMetrics, NormalMetrics, SegmentationMetrics, TaskSpec,
+from taskcut.tasks.dense import (DenseErrorMetrics, DepthMetrics, NormalMetrics, SegmentationMetrics, TaskSpec,
                            delta_t, resize_to)
 
 

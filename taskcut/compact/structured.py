@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import TaskcutError
-from ..fuse import Rule, check_sparsity, descending_ranks, parse_rule
-from ..score import Scores
+from ..cut.fuse import Rule, check_sparsity, descending_ranks, parse_rule
+from ..cut.score import Scores
 
 STRUCTURED_TOLERANCE = 0.01
 

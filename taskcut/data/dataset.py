@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import TaskcutError
-from ..tasks import TaskSpec
+from ..tasks.dense import TaskSpec
 from .cityscapes import CityscapesDataset
 from .indexed import IndexedDataset
 from .nyuv2 import NYUv2Dataset

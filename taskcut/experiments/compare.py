@@ -20,20 +20,20 @@ from typing import Any, Sequence
 
 import torch
 
-from .compact.masking import apply_masks
-from .config import TrainConfig
-from .data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
-from .errors import TaskcutError
-from .evaluate import evaluate
-from .fileio import write_text
-from .fuse import check_sparsity, fuse
+from ..compact.masking import apply_masks
+from ..config import TrainConfig
+from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
+from ..errors import TaskcutError
+from ..train.evaluate import evaluate
+from ..fileio import write_text
+from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
-from .models import load, save
-from .models.io import read_spec
-from .progress import console
-from .select import check_tasks, select
-from .tasks import TaskSpec, delta_t
-from .train import fit
+from ..models import load, save
+from ..models.io import read_spec
+from ..progress import console
+from ..cut.select import check_tasks, select
+from ..tasks.dense import TaskSpec, delta_t
+from ..train.fit import fit
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from .errors import TaskcutError, check_choice
-from .score import COMBINED, Scores, prunable_parameters, score
-from .tasks import TaskSpec
+from ..errors import TaskcutError, check_choice
+from ..cut.score import COMBINED, Scores, prunable_parameters, score
+from ..tasks.dense import TaskSpec
 
 METHODS = ("cut", "disparse", "snip", "magnitude", "random")
 RULES = {"cut": "vote", "disparse": "union", "snip": "vote", "magnitude": "vote", "random": "vote"}

@@ -6,8 +6,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from .data.dataset import DataSet, iterate_batches
-from .tasks import MetricAccumulator, TaskSpec
+from ..data.dataset import DataSet, iterate_batches
+from ..tasks.dense import MetricAccumulator, TaskSpec
 
 Predictor = Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 Metrics = dict[str, dict[str, float]]
@@ -19,7 +19,7 @@ def collect(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
     """Run `predict(batch) -> {task: prediction}` over `dataset`; the filled accumulators per task.
 
     Callers that need more than the headline figures (per-class IoU) read the accumulators.
-    `convention` is `standard` or `adashare` (`taskcut.tasks.CONVENTIONS`).
+    `convention` is `standard` or `adashare` (`taskcut.tasks.dense.CONVENTIONS`).
     """
     accumulators = {name: spec.accumulator(convention) for name, spec in tasks.items()}
     with torch.no_grad():

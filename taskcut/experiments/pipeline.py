@@ -10,21 +10,21 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .cache import synth_set
-from .checkpoint import checkpoint_path
-from .config import RunConfig, TrainConfig
-from .distributed import world
-from .data.dataset import SynthDataset, open_for_tasks
-from .errors import TaskcutError, check_choice
-from .evaluate import collect, evaluate
-from .fileio import check_writable, write_text
-from .floors import synth_floors
-from .models import count_parameters, load, read_spec, save
-from .select import select
-from .tasks import CONVENTIONS, SegmentationMetrics, delta_t
-from .train import fit, train
-from .trivial import trivial_metrics
+from .. import __version__
+from ..cache import synth_set
+from ..train.checkpoint import checkpoint_path
+from ..config import RunConfig, TrainConfig
+from ..train.distributed import world
+from ..data.dataset import SynthDataset, open_for_tasks
+from ..errors import TaskcutError, check_choice
+from ..train.evaluate import collect, evaluate
+from ..fileio import check_writable, write_text
+from ..tasks.floors import synth_floors
+from ..models import count_parameters, load, read_spec, save
+from ..cut.select import select
+from ..tasks.dense import CONVENTIONS, SegmentationMetrics, delta_t
+from ..train.fit import fit, train
+from ..tasks.trivial import trivial_metrics
 
 
 def metrics_path(model_path: Path) -> Path:
@@ -139,7 +139,7 @@ def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: P
     """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks.
 
     `convention`: `standard` (default) or `adashare`, the papers' way of computing the
-    figures (`taskcut.tasks.CONVENTIONS`), to compare with their tables.
+    figures (`taskcut.tasks.dense.CONVENTIONS`), to compare with their tables.
     """
     check_choice(list(CONVENTIONS), [convention], "metric convention", "conventions:")
     if out is not None:

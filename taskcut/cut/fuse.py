@@ -23,7 +23,7 @@ from typing import Mapping
 
 import torch
 
-from .errors import TaskcutError
+from ..errors import TaskcutError
 
 RULES = ("vote", "vote:K", "majority", "union", "intersection", "score-sum")
 TOLERANCE = 1e-3

@@ -17,14 +17,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import TrainProgress, restore, save_checkpoint
-from .config import RunConfig, TrainConfig
-from .data.dataset import DataSet, item_rngs, with_class_weights
+from ..config import RunConfig, TrainConfig
+from ..data.dataset import DataSet, item_rngs, with_class_weights
 from .distributed import all_sum, barrier, sync_batchnorm, world
-from .errors import TaskcutError
+from ..errors import TaskcutError
 from .evaluate import weighted_loss
-from .models import build_model
-from .progress import progress_bar
-from .tasks import TaskSpec
+from ..models import build_model
+from ..progress import progress_bar
+from ..tasks.dense import TaskSpec
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Sequence
 
 from torch import fx, nn
 
-from .errors import TaskcutError, check_choice
-from .models.multitask import MultiTaskModel
+from ..errors import TaskcutError, check_choice
+from ..models.multitask import MultiTaskModel
 
 
 def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:

@@ -10,9 +10,9 @@ from typing import Mapping
 
 import torch
 
-from .data.synth import OBJECT_CLASSES
-from .evaluate import Metrics
-from .tasks import SegmentationMetrics
+from ..data.synth import OBJECT_CLASSES
+from ..train.evaluate import Metrics
+from .dense import SegmentationMetrics
 
 
 def _bar(value: float, bar: float, higher_is_better: bool, what: str) -> dict[str, object]:

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import TaskcutError
-from .fileio import atomic_path, check_writable
-from .models import MultiTaskModel, load, read_spec
+from ..errors import TaskcutError
+from ..fileio import atomic_path, check_writable
+from ..models import MultiTaskModel, load, read_spec
 
 FORMATS = ("onnx", "torchscript")
 PARITY = 1e-4
@@ -53,7 +53,7 @@ def baked(model: MultiTaskModel) -> MultiTaskModel:
 
 def sample_inputs(size: tuple[int, int], n: int = 4, seed: int = 0) -> torch.Tensor:
     """Synth scenes as sample and calibration images (no data set needed)."""
-    from .data.synth import render
+    from ..data.synth import render
 
     return torch.from_numpy(np.stack([render(seed, "test", i, *size)["image"] for i in range(n)]))
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import TaskcutError
+from ..errors import TaskcutError
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ from typing import Any, Sequence
 
 import torch
 
-from . import __version__
-from .compact.masking import apply_masks
-from .data.dataset import open_for_tasks, with_class_weights
-from .distributed import world
-from .errors import TaskcutError
-from .fileio import check_writable, file_sha256
-from .fuse import check_sparsity, fuse, parse_rule
-from .models import load, save
-from .models.io import read_spec
-from .score import reduce_scores, score
-from .select import check_tasks, select
+from .. import __version__
+from ..compact.masking import apply_masks
+from ..data.dataset import open_for_tasks, with_class_weights
+from ..train.distributed import world
+from ..errors import TaskcutError
+from ..fileio import check_writable, file_sha256
+from ..cut.fuse import check_sparsity, fuse, parse_rule
+from ..models import load, save
+from ..models.io import read_spec
+from ..cut.score import reduce_scores, score
+from ..cut.select import check_tasks, select
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module,
                        scores, chosen: list[str], sparsity: float, rule: str, out: Path, data: str, batches: int,
                        batch_size: int, seconds: float) -> PruneSummary:
     """Channel-level CUT: remove whole channels, save the smaller dense model."""
-    from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
+    from ..compact.structured import STRUCTURED_TOLERANCE, structured_prune
 
     before = {n: p.numel() for n, p in small.named_parameters()}
     example = dataset.batch(torch.tensor([0]))["image"].to(next(small.parameters()).device)

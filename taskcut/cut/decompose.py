@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import TaskcutError
+from ..errors import TaskcutError
 
 
 @dataclass(frozen=True)

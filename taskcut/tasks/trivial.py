@@ -11,9 +11,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from .data.dataset import SynthDataset
-from .evaluate import Metrics, evaluate_predictor
-from .tasks import TaskSpec
+from ..data.dataset import SynthDataset
+from ..train.evaluate import Metrics, evaluate_predictor
+from .dense import TaskSpec
 
 
 def _constant(batch: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .errors import TaskcutError
-from .fileio import atomic_path
+from ..errors import TaskcutError
+from ..fileio import atomic_path
 
 FORMAT = "taskcut-train-checkpoint"
 

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from .decompose import Decomposition, decompose_outputs, task_outputs
-from .distributed import all_sum
-from .errors import TaskcutError
-from .progress import progress_bar
-from .tasks import TaskSpec
+from ..train.distributed import all_sum
+from ..errors import TaskcutError
+from ..progress import progress_bar
+from ..tasks.dense import TaskSpec
 
 Scores = dict[str, dict[str, torch.Tensor]]
 COMBINED = "combined"

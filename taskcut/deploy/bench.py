@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import TaskcutError
+from ..errors import TaskcutError
 from .export import TupleOutputs, _onnx, baked, ort_session
-from .models import load
+from ..models import load
 
 RUNTIMES = ("torch", "onnxruntime")
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cache import cache_dir
-from .config import load_config
-from .errors import TaskcutError
-from .fileio import write_text
+from ..cache import cache_dir
+from ..config import load_config
+from ..errors import TaskcutError
+from ..fileio import write_text
 from .pipeline import evaluate_model, finetune_model, resolve_data, train_base
 from .prune import prune
 

@@ -12,10 +12,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .data.dataset import DataSet
-from .fileio import atomic_path, write_text
-from .models import load
-from .tasks import TaskSpec
+from ..data.dataset import DataSet
+from ..fileio import atomic_path, write_text
+from ..models import load
+from ..tasks.dense import TaskSpec
 
 MAIN_METRIC = {"segmentation": "miou", "normal": "mean_angle", "depth": "abs_err", "keypoint": "mae", "edge": "mae"}
 
@@ -123,7 +123,7 @@ def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, 
                  sparsity: float, seed: int, task: str, kind: str, path: Path, device: str = "cpu") -> Path:
     """One test image: image, ground truth, dense, then each method at `sparsity`."""
     from .compare import cell_name
-    from .tasks import resize_to
+    from ..tasks.dense import resize_to
 
     plt = _plt()
     item = test_set.batch(torch.tensor([0]))

@@ -1,0 +1,1 @@
+"""Deployment: export to edge runtimes with parity checks, and latency/size benchmarks."""

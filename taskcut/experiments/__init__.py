@@ -1,0 +1,1 @@
+"""Chains of stages on model files: prune, the training pipeline, baselines, compare, report, demo."""

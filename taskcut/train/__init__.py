@@ -1,0 +1,1 @@
+"""Training and fine-tuning: the one fit loop, evaluation over a split, checkpoints, torchrun."""
