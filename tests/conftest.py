@@ -37,6 +37,12 @@ def tiny_run_config(steps: int = 3) -> RunConfig:
                      train={"steps": steps, "batch_size": 4, "val_every": 2, "lr": 1e-3})
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes into the user's cache (dense controls, generated data): one cache per test session."""
+    monkeypatch.setenv("TASKCUT_CACHE", str(tmp_path_factory.getbasetemp() / "session-cache"))
+
+
 @pytest.fixture
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"

@@ -55,10 +55,11 @@ def test_compare_writes_results_and_resumes(base: Path, synth_dir: Path, tmp_pat
     result = runner.invoke(app, _args(base, synth_dir, out, "--methods", "cut,random"))
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [(r["method"], float(r["sparsity"])) for r in rows] == [("cut", 0.5), ("random", 0.5)]
-    for r in rows:
+    assert [(r["method"], float(r["sparsity"])) for r in rows] == [("dense+ft", 0.0), ("cut", 0.5), ("random", 0.5)]
+    for r in rows[1:]:
         assert abs(float(r["achieved_sparsity"]) - 0.5) <= 1e-3
-        assert {"delta_T", "seg.miou", "depth.abs_err", "file_bytes", "score_seconds"} <= set(r)
+        assert {"delta_T", "delta_T_control", "seg.miou", "depth.abs_err", "file_bytes", "score_seconds"} <= set(r)
+    assert float(rows[0]["delta_T_control"]) == 0.0
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1 + 2 + 1 + 2
     assert "cut" in (out / "results.md").read_text()
@@ -66,7 +67,56 @@ def test_compare_writes_results_and_resumes(base: Path, synth_dir: Path, tmp_pat
     result = runner.invoke(app, _args(base, synth_dir, out, "--methods", "cut,random,magnitude"))
     assert result.exit_code == 0, result.output
     assert (out / "models" / "cut-s0.5-seed0.safetensors").stat().st_mtime_ns == stamp  # not recomputed
-    assert len(list(csv.DictReader((out / "results.csv").open()))) == 3
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
+
+
+def test_control_is_the_dense_model_with_the_same_fine_tuning(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """The control row is the dense model fine-tuned with the cells' budget; cells are measured against it."""
+    from taskcut import load
+    from taskcut.config import TrainConfig
+    from taskcut.data import SynthDataset
+    from taskcut.experiments.compare import metrics_of
+    from taskcut.tasks import delta_t
+    from taskcut.train.evaluate import evaluate
+    from taskcut.train.fit import fit
+
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, [*_args(base, synth_dir, out, "--methods", "cut"), "--finetune-steps", "3"])
+    assert result.exit_code == 0, result.output
+    from taskcut.experiments.compare import read_rows
+
+    control, cut = read_rows(out / "results.csv")
+    dense = select(load(base), ["seg", "depth"])
+    specs = dense.config.task_specs()
+    cfg = TrainConfig(steps=3, batch_size=32, lr=5e-4, val_every=1, seed=0)
+    tuned = fit(dense, specs, {}, cfg, SynthDataset(synth_dir, "train"), SynthDataset(synth_dir, "val"),
+                show_progress=False).model
+    test = SynthDataset(synth_dir, "test")
+    expected = evaluate(tuned, test, specs)
+    got = metrics_of(control, specs)
+    for task in specs:
+        assert got[task] == pytest.approx(expected[task], rel=1e-5)
+    dense_metrics = evaluate(select(load(base), ["seg", "depth"]), test, specs)
+    assert control["delta_T"] == pytest.approx(delta_t(expected, dense_metrics, specs).delta_t, rel=1e-4)
+    assert cut["delta_T_control"] == pytest.approx(delta_t(metrics_of(cut, specs), expected, specs).delta_t, rel=1e-4)
+    assert "delta_T vs control" in (out / "results.md").read_text()
+
+
+def test_compare_knows_a_retrained_base_by_its_hash(synth_dir: Path, tmp_path: Path) -> None:
+    """A different model written to the same path must not reuse the finished cells of the old one."""
+    path = tmp_path / "base.safetensors"
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(tiny_model_config()).eval()
+        with torch.no_grad():
+            for branch in model.heads["depth"].branches:
+                branch.conv3.bias.fill_(1.25)
+        save(model, path)
+        result = runner.invoke(app, [*_args(path, synth_dir, tmp_path / "cmp", "--methods", "random"),
+                                     "--finetune-steps", "0"])
+        if seed == 0:
+            assert result.exit_code == 0, result.output
+    assert result.exit_code == 2 and "other settings" in result.output
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from taskcut.models import build_model, save
 from .conftest import tiny_model_config
 
 runner = CliRunner()
-TORCHRUN = shutil.which("torchrun")
+#: torchrun through the interpreter running the tests: found whether or not the venv's bin is on PATH.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _cli(*args: str, nproc: int = 1, env_extra: dict | None = None) -> subproces
     if nproc == 1:
         cmd = [sys.executable, "-m", "taskcut.cli", *args]
     else:
-        cmd = [TORCHRUN, "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1", "--master_port",
+        cmd = [*TORCHRUN, "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1", "--master_port",
                str(_free_port()), "-m", "taskcut.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
@@ -55,10 +55,6 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return plain_state(load(path))
 
 
-needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
-
-
-@needs_torchrun
 def test_two_process_scoring_gives_the_single_process_masks(base: Path, synth_dir: Path, tmp_path: Path) -> None:
     args = ["prune", str(base), "--tasks", "seg,depth,normal", "--sparsity", "0.7", "--data", f"synth:{synth_dir}",
             "--batches", "4", "--batch-size", "2", "--quiet"]
@@ -71,7 +67,6 @@ def test_two_process_scoring_gives_the_single_process_masks(base: Path, synth_di
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
 
 
-@needs_torchrun
 @pytest.mark.parametrize("command", ["finetune", "train"])
 def test_two_process_training_matches_one_process(base: Path, synth_dir: Path, tmp_path: Path, command: str) -> None:
     if command == "finetune":

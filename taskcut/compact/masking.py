@@ -45,6 +45,50 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     return model
 
 
+def unmask(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Take the masks off `model` in place, leaving their zeros in plain weights; return the masks.
+
+    Re-pruning starts here: a model that already carries masks (a compact file, an imported
+    pruned checkpoint) is scored on its effective weights, and its masks come back as the
+    `fixed` entries that fusion must keep at zero.
+    """
+    masks = {name: mask.clone() for name, mask in masks_of(model).items()}
+    for module in model.modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        # Not `remove_parametrizations`: it deletes the property from the parametrized class, which a
+        # deep copy shares with its original, so unmasking a copy would break the original model.
+        values = {attr: (plist.original, getattr(module, attr).detach().clone())
+                  for attr, plist in module.parametrizations.items()}
+        plain_class = parametrize.type_before_parametrizations(module)
+        delattr(module, "parametrizations")
+        module.__class__ = plain_class
+        for attr, (original, value) in values.items():
+            with torch.no_grad():
+                original.copy_(value)
+            module.register_parameter(attr, original)
+    return masks
+
+
+def remask_zeros(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """Mask the zeros of the named plain weights (after channel removal sliced them), so they stay zero."""
+    masks = {}
+    params = dict(model.named_parameters())
+    for name in names:
+        if name in params:
+            masks[name] = params[name].detach() != 0
+    apply_masks(model, masks)
+    return masks
+
+
+def plain_name(name: str) -> str:
+    """`a.parametrizations.weight.original` (PyTorch's name for a parametrized leaf) -> `a.weight`."""
+    head, sep, rest = name.rpartition("parametrizations.")
+    if not sep or not rest.endswith(".original"):
+        return name
+    return head + rest[: -len(".original")]
+
+
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """The masks attached to `model`, by the weight's plain name."""
     out = {}

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..cut.decompose import evaluating
+from .masking import remask_zeros, unmask
 from ..errors import TaskcutError
 from ..cut.fuse import Rule, check_sparsity, descending_ranks, parse_rule
 from ..cut.score import Scores
@@ -170,6 +172,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
                      rule: str = "vote", round_to: int = 8) -> dict[str, float]:
     """Remove channels of `model` in place; returns the achieved figures.
 
+    A masked model (a compact file, an imported pruned checkpoint) keeps its zeros as masks.
     Groups of at least 4 x `round_to` channels keep a multiple of `round_to` channels
     (1 turns this off): the same parameter budget then runs markedly faster on CPUs.
     """
@@ -177,7 +180,9 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
     parsed = parse_rule(rule, len(scores))
     if parsed.name == "score-sum":
         raise TaskcutError("score-sum is not available for structured pruning; use vote, majority, union or intersection")
-    graph, groups, counter = _groups(model, example, scores)
+    masked = list(unmask(model))  # torch-pruning edits plain weights; masks come back from the zeros after
+    with evaluating(model):  # tracing runs forwards: BatchNorm statistics must not move
+        graph, groups, counter = _groups(model, example, scores)
     channels = [g.channels for g in groups]
     total = sum(p.numel() for p in model.parameters())
     ranks: dict[str, list[torch.Tensor]] = {}
@@ -216,6 +221,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         drop = torch.nonzero(~keep).flatten().tolist()
         if drop:
             graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+    remask_zeros(model, masked)
     after = sum(p.numel() for p in model.parameters())
     achieved = 1.0 - after / total
     return {"parameters_before": total, "parameters_after": after, "sparsity": achieved}

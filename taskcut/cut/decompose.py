@@ -9,12 +9,14 @@ from the trunk, necks shared by some tasks only, and so on.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..compact.masking import plain_name
 from ..errors import TaskcutError
 
 
@@ -75,16 +77,28 @@ def _reached(root: torch.Tensor) -> set[int]:
     return leaves
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block, the caller's mode after: reading a model must not move its
+    BatchNorm running statistics or draw dropout masks."""
+    mode = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(mode)
+
+
 def decompose(model: nn.Module, example_input: torch.Tensor, task_names: Sequence[str] | None = None) -> Decomposition:
-    """Map every parameter of `model` to the tasks whose output depends on it (one forward pass)."""
-    with torch.enable_grad():
+    """Map every parameter of `model` to the tasks whose output depends on it (one forward pass, eval mode)."""
+    with torch.enable_grad(), evaluating(model):
         outputs = task_outputs(model(example_input), task_names)
     return decompose_outputs(model, outputs)
 
 
 def decompose_outputs(model: nn.Module, outputs: Mapping[str, torch.Tensor]) -> Decomposition:
     """The same, from outputs already computed with grad enabled (saves a forward pass)."""
-    by_id = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    by_id = {id(p): plain_name(name) for name, p in model.named_parameters() if p.requires_grad}
     users: dict[str, set[str]] = {name: set() for name in by_id.values()}
     for task, out in outputs.items():
         for leaf in _reached(out):

@@ -120,7 +120,7 @@ class _Ranks:
 
 
 def _masks_at(ranks: _Ranks, rule: Rule, r: float, sum_rank: dict[str, torch.Tensor] | None,
-              n_shared: int) -> dict[str, torch.Tensor]:
+              n_shared: int, fixed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     k = {t: int(round(r * ranks.size[t])) for t in ranks.tasks}
     out = {}
     for n in ranks.names:
@@ -133,6 +133,8 @@ def _masks_at(ranks: _Ranks, rule: Rule, r: float, sum_rank: dict[str, torch.Ten
         else:
             votes = sum((ranks.rank[t][n] < k[t]).to(torch.int16) for t in users)
             out[n] = votes >= rule.threshold(len(users))
+        if n in fixed:
+            out[n] &= fixed[n].to(out[n].device)
     return out
 
 
@@ -150,8 +152,13 @@ def _shared_sum_ranks(ranks: _Ranks) -> tuple[dict[str, torch.Tensor], int]:
     return out, len(rank)
 
 
-def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule: str = "vote") -> Fusion:
-    """Keep-masks for every scored weight, fused by `rule`, at `sparsity` (zeroed fraction) within 0.001."""
+def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule: str = "vote",
+         fixed: Mapping[str, torch.Tensor] | None = None) -> Fusion:
+    """Keep-masks for every scored weight, fused by `rule`, at `sparsity` (zeroed fraction) within 0.001.
+
+    `fixed` holds masks a model already carries (False = pruned before): those entries stay
+    pruned and count towards `sparsity`, which must then be at least the sparsity they make.
+    """
     check_sparsity(sparsity)
     if not scores:
         raise TaskcutError("fuse needs scores for at least one task")
@@ -160,9 +167,17 @@ def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule
     sum_rank, n_shared = _shared_sum_ranks(ranks) if parsed.name == "score-sum" else ({}, 0)
     total = sum(math.prod(s) for s in ranks.shapes.values())
     target_keep = (1.0 - sparsity) * total
+    fixed = {n: m for n, m in (fixed or {}).items() if n in ranks.shapes}
+    for n, m in fixed.items():
+        if tuple(m.shape) != tuple(ranks.shapes[n]):
+            raise TaskcutError(f"the existing mask of {n} has shape {tuple(m.shape)}, the weight {tuple(ranks.shapes[n])}")
+    already = sum(int((~m.bool()).sum()) for m in fixed.values()) / total
+    if already > sparsity + TOLERANCE:
+        raise TaskcutError(f"the model is already {already:.4f} sparse in the weights scored; ask for a sparsity of "
+                           f"at least that (got {sparsity})")
 
     def kept(r: float) -> tuple[int, dict[str, torch.Tensor]]:
-        masks = _masks_at(ranks, parsed, r, sum_rank, n_shared)
+        masks = _masks_at(ranks, parsed, r, sum_rank, n_shared, fixed)
         return sum(int(m.sum()) for m in masks.values()), masks
 
     lo, hi = 0.0, 1.0

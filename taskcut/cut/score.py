@@ -11,12 +11,13 @@ are a deterministic function of the weights and the batches.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from .decompose import Decomposition, decompose_outputs, task_outputs
+from .decompose import Decomposition, decompose_outputs, evaluating, task_outputs
 from ..train.distributed import all_sum
 from ..errors import TaskcutError
 from ..progress import progress_bar
@@ -33,31 +34,27 @@ def conv_linear_weights(module: nn.Module, name: str) -> bool:
 
 
 def prunable_parameters(model: nn.Module, scope: Scope = conv_linear_weights) -> dict[str, nn.Parameter]:
-    """Parameters in scope, by qualified name (parametrized weights are found under their plain name)."""
+    """Parameters in scope, by qualified name.
+
+    A masked weight is found under its plain name (`conv.weight`) as the parametrization's
+    leaf (`original`, zero where masked), so a masked model scores like its effective weights.
+    """
     out: dict[str, nn.Parameter] = {}
     for mod_name, module in model.named_modules():
-        for p_name, param in module.named_parameters(recurse=False):
+        own = dict(module.named_parameters(recurse=False))
+        if parametrize.is_parametrized(module):
+            own.update({attr: plist.original for attr, plist in module.parametrizations.items()})
+        for p_name, param in own.items():
             if scope(module, p_name):
                 out[f"{mod_name}.{p_name}" if mod_name else p_name] = param
     return out
 
 
-def _with_eval(model: nn.Module):
-    class _Ctx:
-        def __enter__(self) -> None:
-            self.mode = model.training
-            model.eval()
-
-        def __exit__(self, *exc: object) -> None:
-            model.train(self.mode)
-
-    return _Ctx()
-
-
 def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Mapping[str, torch.Tensor]],
           decomposition: Decomposition | None = None, scope: Scope = conv_linear_weights,
           device: torch.device | str = "cpu", show_progress: bool = False, total: int | None = None,
-          combined: Mapping[str, float] | None = None, float64: bool = False) -> Scores:
+          combined: Mapping[str, float] | None = None, float64: bool = False,
+          task_names: Sequence[str] | None = None) -> Scores:
     """Per-task CUT scores `{task: {param name: tensor like the weight}}` for the selected `tasks`.
 
     Only weights that task t depends on get a score for t (from `decomposition`, read off the
@@ -66,7 +63,8 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
     scored over every weight some selected task uses: `{"combined": {...}}`.
     Scores are summed in float32, or with `float64` in float64 (twice the memory of the
     sums), which makes them independent of the order of the batches, so `prune` gives the
-    same masks with and without torchrun (`reduce_scores`).
+    same masks with and without torchrun (`reduce_scores`). `task_names` names the outputs of
+    a model that returns a list/tuple. Gradients are on even under `torch.no_grad()`.
     """
     if not tasks:
         raise TaskcutError("score needs at least one selected task")
@@ -86,12 +84,12 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
 
     handles = []
     seen = 0
-    with _with_eval(model), progress_bar(show_progress) as bar:
+    with torch.enable_grad(), evaluating(model), progress_bar(show_progress) as bar:
         job = bar.add_task("score", total=total, info=", ".join(tasks))
         try:
             for batch in batches:
                 batch = {k: v.to(device) for k, v in batch.items()}
-                outputs = task_outputs(model(batch["image"]))
+                outputs = task_outputs(model(batch["image"]), task_names)
                 if not targets:
                     decomposition = decomposition or decompose_outputs(model, outputs)
                     targets = _task_params(decomposition, tasks, params)
@@ -147,7 +145,7 @@ def score_reference(model: nn.Module, tasks: Mapping[str, TaskSpec],
     params = prunable_parameters(model, scope)
     batches = list(batches)
     scores: Scores = {}
-    with _with_eval(model):
+    with torch.enable_grad(), evaluating(model):
         for task, spec in tasks.items():
             acc = {n: torch.zeros_like(p) for n, p in params.items()}
             touched: set[str] = set()

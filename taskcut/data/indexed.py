@@ -4,7 +4,7 @@ Each loader (NYU-v2, Cityscapes, Tiny-Taskonomy) only says how one group of file
 arrays; opening the index, checking that every file is there, batching, augmentation and the
 hand-over as tensors are shared here. Items come out like the synth set's: `image` plus one
 target per task, with invalid pixels encoded in the target itself (segmentation 255, normal
-a zero vector, depth 0, keypoint/edge NaN), which is what `taskcut.tasks.dense.valid_mask` reads.
+a zero vector, depth 0, keypoint/edge NaN), which is what `taskcut.tasks.valid_mask` reads.
 
 Images are what the papers' models expect: BGR, 0-255, minus the ImageNet/Caffe mean, so a
 checkpoint imported from those projects sees the same input it was trained on.

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
+from ..compact.masking import unmask
 from ..errors import TaskcutError
 from ..fileio import atomic_path, check_writable
 from ..models import MultiTaskModel, load, read_spec
@@ -44,10 +44,7 @@ class TupleOutputs(nn.Module):
 def baked(model: MultiTaskModel) -> MultiTaskModel:
     """A copy with masks multiplied into plain weights (exporters see ordinary parameters)."""
     model = copy.deepcopy(model).eval()
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    unmask(model)
     return model
 
 

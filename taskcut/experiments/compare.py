@@ -2,8 +2,11 @@
 
 Each (method, sparsity, seed) cell selects the tasks, scores, fuses to the exact sparsity
 with the shared `fuse`, masks, fine-tunes with the same budget and evaluates on the test
-split against the dense model restricted to the same tasks. Finished cells are rows of
-`results.csv` and are not recomputed when the run is resumed.
+split against two references: the dense model restricted to the same tasks, and the
+control, that dense model fine-tuned with the same budget, seed (so data order) and
+selection rule (`dense_control`). A gain the control shows too is extra training, not
+pruning. Finished cells are rows of `results.csv` and are not recomputed when the run is
+resumed; a masked base (a compact file, an imported pruned checkpoint) keeps its zeros.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..compact.masking import apply_masks
+from ..compact.masking import apply_masks, masks_of, unmask
 from ..config import TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from ..errors import TaskcutError
 from ..train.evaluate import evaluate
-from ..fileio import write_text
+from ..fileio import file_sha256, write_text
 from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
 from ..models import load, save
@@ -33,6 +36,7 @@ from ..models.io import read_spec
 from ..progress import console
 from ..cut.select import check_tasks, select
 from ..tasks.dense import TaskSpec, delta_t
+from .pipeline import dense_control
 from ..train.fit import fit
 
 
@@ -82,7 +86,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return []
     rows = []
     for row in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (v if k == "method" else float(v)) for k, v in row.items()})
+        rows.append({k: (v if k == "method" else float(v) if v != "" else float("nan")) for k, v in row.items()})
     return rows
 
 
@@ -102,7 +106,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     tasks, train_set = validate(spec)
     out = spec.out
     (out / "models").mkdir(parents=True, exist_ok=True)
-    settings = {"base": str(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
+    settings = {"base": str(spec.base), "base_sha256": file_sha256(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
                 "batches": spec.batches, "batch_size": spec.batch_size, "lr": spec.lr,
                 "finetune_batch_size": spec.finetune_batch_size}
     settings_path = out / "settings.json"
@@ -120,10 +124,22 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
         dense_metrics = json.loads(dense_path.read_text())
     else:
         dense_metrics = evaluate(dense, test_set, specs, device=device)
+        try:
+            delta_t(dense_metrics, dense_metrics, specs)
+        except ValueError as exc:
+            raise TaskcutError(f"the dense model cannot be a delta_T baseline on this data ({exc})") from None
         write_text(dense_path, json.dumps(dense_metrics, indent=2))
 
     rows = read_rows(out / "results.csv")
     done = {cell_name(r["method"], r["sparsity"], int(r["seed"])) for r in rows}
+    controls = {}
+    for seed in spec.seeds if spec.finetune_steps > 0 else []:
+        name = cell_name(CONTROL, 0.0, seed)
+        if name not in done:
+            console.print(f"[control] {name}")
+            rows.append(_control_row(spec, tasks, specs, dense_metrics, test_set, seed, device, show_progress))
+            _write_rows(out / "results.csv", rows)
+        controls[seed] = next(metrics_of(r, specs) for r in rows if r["method"] == CONTROL and int(r["seed"]) == seed)
     cells = [(m, s, seed) for s in spec.sparsities for m in spec.methods for seed in spec.seeds]
     for i, (method, sparsity, seed) in enumerate(cells, 1):
         name = cell_name(method, sparsity, seed)
@@ -131,38 +147,77 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
             continue
         console.print(f"[{i}/{len(cells)}] {name}")
         row = _run_cell(spec, base, tasks, specs, weights, dense_metrics, train_set, val_set, test_set,
-                        method, sparsity, seed, device, show_progress)
+                        method, sparsity, seed, device, show_progress, controls.get(seed))
         rows.append(row)
         _write_rows(out / "results.csv", rows)
     write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
     return rows
 
 
+CONTROL = "dense+ft"
+
+
+def finetune_config(spec: CompareSpec, seed: int) -> TrainConfig:
+    """The one fine-tuning budget of a comparison: every cell and the control get exactly this."""
+    return TrainConfig(steps=spec.finetune_steps, batch_size=spec.finetune_batch_size, lr=spec.lr,
+                       val_every=max(1, spec.finetune_steps // 4), seed=seed)
+
+
+def metrics_of(row: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
+    """A results row's metrics back as `{task: {metric: value}}`."""
+    return {t: {m: float(row[f"{t}.{m}"]) for m in (k.split(".", 1)[1] for k in row if k.startswith(f"{t}."))}
+            for t in specs}
+
+
+def _deltas(metrics, reference, specs, suffix: str = "") -> dict[str, float]:
+    delta = delta_t(metrics, reference, specs)
+    return {f"delta_T{suffix}": delta.delta_t, **{f"delta_{t}{suffix}": v for t, v in delta.per_task.items()}}
+
+
+def _control_row(spec: CompareSpec, tasks: Sequence[str], specs, dense_metrics, test_set: DataSet, seed: int,
+                 device: str, show_progress: bool) -> dict[str, Any]:
+    """The dense model on the same tasks with the cells' fine-tuning budget and seed (cached)."""
+    start = time.perf_counter()
+    path = dense_control(spec.base, tasks, finetune_config(spec, seed), spec.data, None, device, show_progress)
+    seconds = time.perf_counter() - start
+    model = load(path, device)
+    metrics = evaluate(model, test_set, specs, device=device)
+    row: dict[str, Any] = {"method": CONTROL, "sparsity": 0.0, "seed": seed, "achieved_sparsity": 0.0,
+                           **_deltas(metrics, dense_metrics, specs), **_deltas(metrics, metrics, specs, "_control")}
+    for task, values in metrics.items():
+        row.update({f"{task}.{k}": v for k, v in values.items()})
+    row.update({"params_nonzero": sum(int((p != 0).sum()) for p in model.parameters()),
+                "file_bytes": path.stat().st_size, "score_seconds": 0.0, "finetune_seconds": seconds})
+    return row
+
+
 def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], specs, weights, dense_metrics,
               train_set: DataSet, val_set: DataSet, test_set: DataSet, method: str, sparsity: float,
-              seed: int, device: str, show_progress: bool) -> dict[str, Any]:
+              seed: int, device: str, show_progress: bool,
+              control_metrics: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     model = select(base, tasks)
+    existing = masks_of(model)  # a masked base: its zeros stay zero and count towards the sparsity
     generator = torch.Generator().manual_seed(seed)
     batches = islice(iterate_batches(train_set, spec.batch_size, shuffle=True, generator=generator), spec.batches)
     start = time.perf_counter()
     scores = method_scores(method, model, specs, weights, batches, seed=seed, device=device)
-    fusion = fuse(scores, sparsity, RULES[method])
+    fusion = fuse(scores, sparsity, RULES[method], fixed=existing)
     score_seconds = time.perf_counter() - start
-    apply_masks(model, fusion.masks)
+    unmask(model)
+    apply_masks(model, {**existing, **fusion.masks})
     start = time.perf_counter()
     if spec.finetune_steps > 0:
-        cfg = TrainConfig(steps=spec.finetune_steps, batch_size=spec.finetune_batch_size, lr=spec.lr,
-                          val_every=max(1, spec.finetune_steps // 4), seed=seed)
-        model = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label=method).model
+        model = fit(model, specs, weights, finetune_config(spec, seed), train_set, val_set, device, show_progress,
+                    label=method).model
     finetune_seconds = time.perf_counter() - start
     metrics = evaluate(model, test_set, specs, device=device)
-    delta = delta_t(metrics, dense_metrics, specs)
     path = save(model, spec.out / "models" / f"{cell_name(method, sparsity, seed)}.safetensors",
                 {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks)})
     kept = sum(int(m.sum()) for m in fusion.masks.values())
     row: dict[str, Any] = {
         "method": method, "sparsity": sparsity, "seed": seed, "achieved_sparsity": fusion.sparsity,
-        "delta_T": delta.delta_t, **{f"delta_{t}": v for t, v in delta.per_task.items()},
+        **_deltas(metrics, dense_metrics, specs),
+        **(_deltas(metrics, control_metrics, specs, "_control") if control_metrics is not None else {}),
     }
     for task, values in metrics.items():
         row.update({f"{task}.{k}": v for k, v in values.items()})

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .. import __version__
-from ..cache import synth_set
+from ..cache import cache_dir, synth_set
 from ..train.checkpoint import checkpoint_path
 from ..config import RunConfig, TrainConfig
 from ..train.distributed import world
 from ..data.dataset import SynthDataset, open_for_tasks
 from ..errors import TaskcutError, check_choice
 from ..train.evaluate import collect, evaluate
-from ..fileio import check_writable, write_text
+from ..fileio import check_writable, file_sha256, write_text
 from ..tasks.floors import synth_floors
 from ..models import count_parameters, load, read_spec, save
 from ..cut.select import select
@@ -126,20 +127,56 @@ def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, bat
     if not world().main:
         return None
     provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
-                                                             "data": data}}
+                                                             "data": data, "crop": list(crop) if crop else None}}
     save(result.model, out, provenance)
     ckpt.unlink(missing_ok=True)
     return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
             "history": result.history}
 
 
+def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: str,
+                  crop: Sequence[int] | None = None, device: str = "cpu", show_progress: bool = True) -> Path:
+    """The dense model restricted to `tasks`, fine-tuned exactly as a compact model was: the control.
+
+    Same schedule, seed (so the same batches in the same order), loss weights and selection
+    on the validation split; only the pruning differs. A compact model's gain over the dense
+    model that this control also shows is the extra task-specific training, not the pruning.
+    Cached by (base file hash, tasks, schedule, data), like the base model.
+    """
+    key_data = {"base": file_sha256(baseline), "tasks": list(tasks), "train": cfg.model_dump(), "data": data,
+                "crop": list(crop) if crop else None}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "controls" / f"control-{key}.safetensors"
+    if path.is_file():
+        return path
+    dense = select(load(baseline, device), list(tasks))
+    specs = dense.config.task_specs()
+    train_set, val_set = (open_for_tasks(data, s, specs, tuple(crop) if crop else None) for s in ("train", "val"))
+    weights = {name: t.loss_weight for name, t in dense.config.tasks.items()}
+    result = fit(dense, specs, weights, cfg, train_set, val_set, device, show_progress, label="control")
+    save(result.model, path, {"control": {**key_data, "best_step": result.best_step, "source": str(baseline)}})
+    return path
+
+
+def _finetune_schedule(spec: Mapping[str, Any]) -> tuple[TrainConfig, str, list[int] | None] | None:
+    """How a model file was fine-tuned (schedule, data, crop), from its provenance; None if it was not."""
+    ft = spec.get("provenance", {}).get("finetune")
+    if not isinstance(ft, dict) or "data" not in ft:
+        return None
+    fields = {k: ft[k] for k in TrainConfig.model_fields if k in ft}
+    return TrainConfig(**fields), str(ft["data"]), ft.get("crop")
+
+
 def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
                    out: Path | None = None, force: bool = False, device: str = "cpu",
-                   convention: str = "standard") -> dict[str, Any]:
+                   convention: str = "standard", control: bool = True,
+                   show_progress: bool = True) -> dict[str, Any]:
     """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks.
 
-    `convention`: `standard` (default) or `adashare`, the papers' way of computing the
-    figures (`taskcut.tasks.dense.CONVENTIONS`), to compare with their tables.
+    With `control` (default) and a fine-tuned model, also delta_T against the dense control:
+    `baseline` restricted to the same tasks and fine-tuned with the model's own schedule
+    (`dense_control`, trained once and cached). `convention`: `standard` (default) or
+    `adashare`, the papers' way of computing the figures (`taskcut.tasks.CONVENTIONS`).
     """
     check_choice(list(CONVENTIONS), [convention], "metric convention", "conventions:")
     if out is not None:
@@ -161,6 +198,18 @@ def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: P
             report["baseline"].update(delta_t(metrics, base_metrics, specs).to_dict())
         except ValueError as exc:  # a baseline metric of 0: the relative change is undefined; keep the metrics
             report["baseline"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+        schedule = _finetune_schedule(read_spec(model_path)) if control else None
+        if schedule is not None:
+            cfg, ft_data, crop = schedule
+            control_path = dense_control(baseline, list(specs), cfg, ft_data, crop, device, show_progress)
+            control_metrics = evaluate(load(control_path, device), dataset, specs, device=device,
+                                       convention=convention)
+            report["control"] = {"model": str(control_path), "metrics": control_metrics,
+                                 "finetune": cfg.model_dump()}
+            try:
+                report["control"].update(delta_t(metrics, control_metrics, specs).to_dict())
+            except ValueError as exc:
+                report["control"].update({"delta_T": None, "delta_T_undefined": str(exc)})
     if out is not None:
         write_text(Path(out), json.dumps(report, indent=2))
     return report

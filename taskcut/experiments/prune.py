@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import __version__
-from ..compact.masking import apply_masks
+from ..compact.masking import apply_masks, masks_of, unmask
 from ..data.dataset import open_for_tasks, with_class_weights
 from ..train.distributed import world
 from ..errors import TaskcutError
@@ -65,6 +65,7 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
     model = load(base, device)
     small = select(model, chosen)
+    existing = masks_of(small)  # a compact or imported pruned model: its zeros stay zero and count
     specs = small.config.task_specs()
     dataset = open_for_tasks(data, "train", specs)
     specs = with_class_weights(specs, dataset)
@@ -86,8 +87,9 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
     if structured:
         return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
                                   batches, batch_size, seconds)
-    fusion = fuse(scores, sparsity, rule)
-    apply_masks(small, fusion.masks)
+    fusion = fuse(scores, sparsity, rule, fixed=existing)
+    unmask(small)
+    apply_masks(small, {**existing, **fusion.masks})
     provenance = {**_provenance(base, spec), "method": "cut", "tasks": chosen, "rule": rule, "sparsity": sparsity,
                   "achieved_sparsity": fusion.sparsity, "keep_ratio": fusion.keep_ratio,
                   "score_batches": batches, "score_batch_size": batch_size, "data": data}
@@ -120,12 +122,12 @@ def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
 def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,
                        scores, chosen: list[str], sparsity: float, rule: str, out: Path, data: str, batches: int,
                        batch_size: int, seconds: float) -> PruneSummary:
-    """Channel-level CUT: remove whole channels, save the smaller dense model."""
+    """Channel-level CUT: remove whole channels, save the smaller dense model (masked zeros stay masked)."""
     from ..compact.structured import STRUCTURED_TOLERANCE, structured_prune
 
     before = {n: p.numel() for n, p in small.named_parameters()}
     example = dataset.batch(torch.tensor([0]))["image"].to(next(small.parameters()).device)
-    result = structured_prune(small, example, scores, sparsity, rule)
+    result = structured_prune(small, example, scores, sparsity, rule)  # keeps the existing zeros masked
     if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
         raise TaskcutError(f"structured pruning reached sparsity {result['sparsity']:.4f}, not {sparsity} within "
                            f"{STRUCTURED_TOLERANCE}: the model has too few channels for that; nothing written")

@@ -34,11 +34,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summary_table(rows: list[dict[str, Any]], specs: Mapping[str, TaskSpec]) -> tuple[list[str], list[list[str]]]:
-    """Mean ± std over seeds for each (sparsity, method): delta_T, per-task deltas, main metrics, size, times."""
-    columns = ["sparsity", "method", "seeds", "delta_T (%)"] + [f"delta {t} (%)" for t in specs]
+    """Mean ± std over seeds for each (sparsity, method): delta_T against the dense model and, where the
+    run has one, against the fine-tuned dense control; per-task deltas, main metrics, size, times."""
+    controlled = any("delta_T_control" in r for r in rows)
+    columns = ["sparsity", "method", "seeds", "delta_T vs dense (%)"]
+    columns += ["delta_T vs control (%)"] if controlled else []
+    columns += [f"delta {t} (%)" for t in specs]
     columns += [f"{t} {MAIN_METRIC[s.kind]}" for t, s in specs.items()]
     columns += ["non-zero params", "file (MB)", "score (s)", "fine-tune (s)"]
-    keys = ["delta_T"] + [f"delta_{t}" for t in specs] + [f"{t}.{MAIN_METRIC[s.kind]}" for t, s in specs.items()]
+    keys = ["delta_T"] + (["delta_T_control"] if controlled else []) + [f"delta_{t}" for t in specs]
+    keys += [f"{t}.{MAIN_METRIC[s.kind]}" for t, s in specs.items()]
     table = []
     for sparsity in sorted({r["sparsity"] for r in rows}):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -85,13 +90,16 @@ def _by_method(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[flo
     return out
 
 
-def plot_metric(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, baseline: float | None = None) -> Path:
+def plot_metric(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, baseline: float | None = None,
+                control: float | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, (xs, means, stds) in _by_method(rows, key).items():
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", label="dense")
+    if control is not None:
+        ax.axhline(control, color="black", linestyle=":", label="dense + same fine-tuning")
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -163,16 +171,24 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
                  specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: DataSet,
                  device: str = "cpu") -> Path:
     """results.md, the plots and report.html (images inline, no network needed)."""
+    from .compare import CONTROL
+
     columns, table = summary_table(rows, specs)
     write_text(out / "results.md", markdown(columns, table))
+    controls = [r for r in rows if r["method"] == CONTROL]
+    rows = [r for r in rows if r["method"] != CONTROL]
+
+    def control(key: str) -> float | None:
+        return statistics.fmean(r[key] for r in controls) if controls else None
+
     plots = out / "plots"
-    images: list[tuple[str, Path]] = [("delta_T against sparsity", plot_metric(rows, "delta_T", "delta_T (%)",
-                                                                                 plots / "delta_t.png", 0.0))]
+    images: list[tuple[str, Path]] = [("delta_T against sparsity", plot_metric(
+        rows, "delta_T", "delta_T vs dense (%)", plots / "delta_t.png", 0.0, control("delta_T")))]
     for task, s in specs.items():
         metric = MAIN_METRIC[s.kind]
         images.append((f"{task}: {metric} against sparsity",
                        plot_metric(rows, f"{task}.{metric}", f"{task} {metric}", plots / f"{task}_{metric}.png",
-                                   dense_metrics[task][metric])))
+                                   dense_metrics[task][metric], control(f"{task}.{metric}"))))
     sparsities = sorted({r["sparsity"] for r in rows})
     shown = 0.7 if 0.7 in sparsities else sparsities[-1]
     seed = int(min(r["seed"] for r in rows))
@@ -201,7 +217,9 @@ def _html(columns: list[str], table: list[list[str]], images: list[tuple[str, Pa
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}figure{{display:inline-block;margin:1em}}
 img{{max-width:100%}}</style></head>
 <body><h1>taskcut compare</h1><p>{settings}</p>
-<p>Mean ± standard deviation over seeds; delta_T against the dense model on the same tasks (test split).</p>
+<p>Mean ± standard deviation over seeds, test split. delta_T vs dense: against the dense model on the same
+tasks. delta_T vs control: against <b>dense+ft</b>, that dense model fine-tuned with exactly the same budget,
+seeds and selection rule, so a gain there is the pruning's and not extra training's.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {figures}
 </body></html>

@@ -19,7 +19,7 @@ def collect(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
     """Run `predict(batch) -> {task: prediction}` over `dataset`; the filled accumulators per task.
 
     Callers that need more than the headline figures (per-class IoU) read the accumulators.
-    `convention` is `standard` or `adashare` (`taskcut.tasks.dense.CONVENTIONS`).
+    `convention` is `standard` or `adashare` (`taskcut.tasks.CONVENTIONS`).
     """
     accumulators = {name: spec.accumulator(convention) for name, spec in tasks.items()}
     with torch.no_grad():
