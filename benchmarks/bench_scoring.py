@@ -1,8 +1,12 @@
 """CUT scoring cost: taskcut's `score` against the reference procedure, side by side in one run.
 
-Reference (the published code's procedure): for every one of the five tasks, a full
-forward and backward per batch. taskcut: one forward per batch and one backward per
-*selected* task, on the model restricted to the selected tasks (2 of 5), and on all five.
+Three rows separate the two gains (plus taskcut on all five tasks):
+1. the published procedure on the full model: a full forward and backward per batch for
+   every one of the five tasks;
+2. the published procedure on the selected model (2 of 5 tasks, unselected heads removed):
+   row 1 / row 2 is the gain of selecting before scoring;
+3. taskcut's `score` on the selected model: one forward per batch, one backward per
+   selected task; row 2 / row 3 is the gain of one forward; row 1 / row 3 is both.
 
 Each procedure runs in its own fresh process, so its peak resident memory (above the
 process's memory once the model and batches are ready) is its own. Scores are written by
@@ -65,14 +69,14 @@ def worker(mode: str, model_name: str, n_batches: int, out: Path) -> None:
 
     from taskcut.cut.score import score, score_reference
 
-    tasks = SELECTED if mode == "two" else None
+    tasks = SELECTED if mode in ("two", "ref-two") else None
     model, batches = _setup(model_name, n_batches, tasks)
     specs = model.config.task_specs()
-    if mode == "two":
+    if tasks is not None:
         specs = {t: specs[t] for t in SELECTED}
     base = _rss_bytes()
     start = time.perf_counter()
-    scores = score_reference(model, specs, batches) if mode == "ref" else score(model, specs, batches)
+    scores = score_reference(model, specs, batches) if mode.startswith("ref") else score(model, specs, batches)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     save_file({f"{t}|{n}": v.contiguous() for t, s in scores.items() for n, v in s.items()}, str(out))
@@ -106,34 +110,36 @@ def _max_rel_diff(ours: Path, ref: Path) -> tuple[float, int]:
 
 
 def compare(model_name: str, n_batches: int, threads: int, repeats: int) -> None:
-    """Workers run interleaved (ref, two, five, ref, ...); each figure is the best of `repeats`."""
+    """Workers run interleaved (ref, ref-two, two, five, ref, ...); each figure is the best of `repeats`."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        runs: dict[str, list[dict]] = {"ref": [], "two": [], "five": []}
+        runs: dict[str, list[dict]] = {"ref": [], "ref-two": [], "two": [], "five": []}
         paths: dict[str, Path] = {}
         for _ in range(repeats):
             for mode in runs:
                 result, paths[mode] = _run(mode, model_name, n_batches, threads, tmp)
                 runs[mode].append(result)
-        ref, two, five = ({"seconds": min(r["seconds"] for r in runs[m]),
-                           "peak_above_setup": min(r["peak_above_setup"] for r in runs[m])} for m in runs)
-        ref_path, two_path, five_path = paths["ref"], paths["two"], paths["five"]
-        diff_two, n_two = _max_rel_diff(two_path, ref_path)
-        diff_five, n_five = _max_rel_diff(five_path, ref_path)
+        ref, ref_two, two, five = ({"seconds": min(r["seconds"] for r in runs[m]),
+                                    "peak_above_setup": min(r["peak_above_setup"] for r in runs[m])} for m in runs)
+        diff_sel, n_sel = _max_rel_diff(paths["ref-two"], paths["ref"])
+        diff_two, n_two = _max_rel_diff(paths["two"], paths["ref-two"])
+        diff_five, n_five = _max_rel_diff(paths["five"], paths["ref"])
     _, size, batch_size = MODELS[model_name]
     print(f"\n== {model_name}: SceneNet, 5 tasks, {size}x{size}, {n_batches} batches of {batch_size}, "
           f"{threads} threads, best of {repeats} interleaved runs ==")
-    print(f"{'procedure':<36}{'seconds':>9}{'peak MB':>10}{'speed-up':>10}{'memory':>9}")
-    rows = [("reference: fwd+bwd per task, 5 tasks", ref), ("taskcut score, 2 of 5 (selected)", two),
-            ("taskcut score, 5 of 5", five)]
+    print(f"{'procedure':<50}{'seconds':>9}{'peak MB':>10}{'vs row 1':>10}{'memory':>9}")
+    rows = [("1 published: fwd+bwd per task, 5 tasks, full model", ref),
+            ("2 published: fwd+bwd per task, 2 tasks, selected", ref_two),
+            ("3 taskcut score: 1 fwd, 2 tasks, selected", two),
+            ("  taskcut score: 1 fwd, 5 tasks, full model", five)]
     for label, r in rows:
-        print(f"{label:<36}{r['seconds']:>9.2f}{r['peak_above_setup'] / 1e6:>10.0f}"
+        print(f"{label:<50}{r['seconds']:>9.2f}{r['peak_above_setup'] / 1e6:>10.0f}"
               f"{ref['seconds'] / r['seconds']:>9.2f}x{r['peak_above_setup'] / ref['peak_above_setup']:>8.2f}x")
-    print(f"scores agree with the reference: 2 of 5 max rel. diff {diff_two:.2e} over {n_two} tensors; "
-          f"5 of 5 {diff_five:.2e} over {n_five}")
-    print(f"targets: 2 of 5 >= 3x faster ({ref['seconds'] / two['seconds']:.2f}x), 5 of 5 >= 1.6x "
-          f"({ref['seconds'] / five['seconds']:.2f}x), 2 of 5 peak memory <= 0.6x "
-          f"({two['peak_above_setup'] / ref['peak_above_setup']:.2f}x)")
+    selection, one_forward = ref["seconds"] / ref_two["seconds"], ref_two["seconds"] / two["seconds"]
+    print(f"gains: selection (1/2) {selection:.2f}x, one forward (2/3) {one_forward:.2f}x, "
+          f"both (1/3) {selection * one_forward:.2f}x; one forward on all five tasks {ref['seconds'] / five['seconds']:.2f}x")
+    print(f"scores agree: row 2 vs row 1 max rel. diff {diff_sel:.2e} over {n_sel} tensors; row 3 vs row 2 "
+          f"{diff_two:.2e} over {n_two}; five tasks vs row 1 {diff_five:.2e} over {n_five}")
 
 
 def main() -> None:
@@ -142,7 +148,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="default: 30 for tiny, 2 for full")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--worker", choices=["ref", "two", "five"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ref", "ref-two", "two", "five"], help=argparse.SUPPRESS)
     parser.add_argument("--scores", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

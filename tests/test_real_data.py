@@ -27,7 +27,7 @@ COUNTS = {"train": 4, "val": 2, "test": 2}
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real")
-    return {"nyuv2": write_nyuv2(root / "nyu", {"train": 4, "test": 2}),  # no val split, as AdaShare's NYU-v2
+    return {"nyuv2": write_nyuv2(root / "nyu", {"train": 5, "test": 2}),  # no val split, as AdaShare's NYU-v2
             "cityscapes": write_cityscapes(root / "city", COUNTS),
             "taskonomy": write_taskonomy(root / "tasko", COUNTS)}
 
@@ -56,9 +56,56 @@ def test_nyuv2_tensors_ignore_labels_and_masks(sets: dict[str, Path]) -> None:
     assert torch.allclose(depth, torch.from_numpy(np.load(root / group[3])))
 
 
-def test_nyuv2_val_falls_back_to_test(sets: dict[str, Path]) -> None:
-    val, test = open_dataset(f"nyuv2:{sets['nyuv2']}", "val"), open_dataset(f"nyuv2:{sets['nyuv2']}", "test")
+def test_nyuv2_without_val_carves_it_out_of_train(sets: dict[str, Path]) -> None:
+    data = f"nyuv2:{sets['nyuv2']}"
+    index = json.loads((sets["nyuv2"] / "nyu_v2_3task.json").read_text())
+    train, val, test = (open_dataset(data, s) for s in ("train", "val", "test"))
+    assert val.index_split.startswith("train (val carved: 1 of 5")
+    assert len(val) == 1 and len(train) == 4
+    assert sorted(train.groups + val.groups) == sorted(index["train"])  # disjoint, nothing lost
+    assert not set(map(tuple, val.groups)) & set(map(tuple, test.groups))
+    again = open_dataset(data, "val")
+    assert again.groups == val.groups  # seeded
+    half = open_dataset(data + "?val_fraction=0.5&val_seed=3", "val")
+    assert len(half) == 2
+
+
+def test_validating_on_test_needs_the_explicit_option_and_warns(sets: dict[str, Path],
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    data = f"nyuv2:{sets['nyuv2']}"
+    val, test = open_dataset(data + "?val=test", "val"), open_dataset(data, "test")
     assert val.index_split == "test" and val.groups == test.groups
+    assert "chosen on the test split" in capsys.readouterr().err
+    assert len(open_dataset(data + "?val=test", "train")) == 5  # nothing carved then
+    for bad, match in (("?val=tset", "carve.*or test"), ("?val_fraction=1.5", r"\(0, 1\)"), ("?foo=1", "unknown"),
+                       ("?val_seed=x", "not a number")):
+        with pytest.raises(TaskcutError, match=match):
+            open_dataset(data + bad, "val")
+
+
+def test_no_checkpoint_is_chosen_on_test_without_the_option(sets: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation pass of training and fine-tuning on NYU-v2 (no val) sees train images only."""
+    import taskcut.train.fit as fit_module
+
+    test_groups = {tuple(g) for g in json.loads((sets["nyuv2"] / "nyu_v2_3task.json").read_text())["test"]}
+    seen: list[set[tuple[str, ...]]] = []
+    original = fit_module.weighted_loss
+
+    def spy(model, dataset, *args, **kwargs):
+        seen.append({tuple(g) for g in dataset.groups})
+        return original(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "weighted_loss", spy)
+    base = tmp_path / "base.safetensors"
+    for data, expect_test in ((f"nyuv2:{sets['nyuv2']}", False), (f"nyuv2:{sets['nyuv2']}?val=test", True)):
+        seen.clear()
+        result = runner.invoke(app, ["train", "--config", str(_config(tmp_path, "nyuv2")), "--data", data, "--out",
+                                     str(base), "--quiet", "--force"])
+        assert result.exit_code == 0, result.output
+        assert seen and all(bool(s & test_groups) == expect_test for s in seen)
+        provenance = json.loads(safe_open_meta(base))["provenance"]
+        assert provenance["data"] == data and ("test" in provenance["validation"]) == expect_test
 
 
 def test_cityscapes_label_sets_and_ignore(sets: dict[str, Path]) -> None:
@@ -295,3 +342,10 @@ def test_images_of_wrong_shape_are_named(sets: dict[str, Path], tmp_path: Path) 
     (root / group[1][3]).write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(TaskcutError, match=r"depth/test1\.npy"):
         ds.batch(torch.tensor([1]))
+
+
+def safe_open_meta(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["taskcut"]

@@ -152,3 +152,12 @@ def test_task_spec_validation() -> None:
         TaskSpec("x", "pose", 3)
     with pytest.raises(ValueError, match="3 channels"):
         TaskSpec("n", "normal", 2)
+
+
+def test_keypoint_delta_uses_the_squared_error_that_zeros_cannot_win() -> None:
+    """A soft map with lower MSE but higher MAE than a baseline of zeros is better in delta_T."""
+    spec = TaskSpec("keypoint", "keypoint", 1)
+    assert [m.name for m in spec.metrics if m.in_delta] == ["mse"]
+    report = delta_t({"keypoint": {"mae": 0.105, "mse": 0.031}}, {"keypoint": {"mae": 0.090, "mse": 0.051}},
+                     {"keypoint": spec})
+    assert report.delta_t > 0

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import TaskcutError
 from .images import as_colour, as_plane, read_npy
-from .indexed import IndexedDataset
+from .indexed import IndexedDataset, Validation
 from .nyuv2 import DEPTH_EPS
 
 LABEL_SETS = (2, 7, 19)
@@ -26,10 +26,10 @@ class CityscapesDataset(IndexedDataset):
     columns = ("image", "depth", "label2", "label7", "label19")
 
     def __init__(self, root: str | Path, split: str, crop: tuple[int, int] = (224, 224),
-                 augment_train: bool = True, seg_classes: int = 19) -> None:
+                 augment_train: bool = True, seg_classes: int = 19, validation: Validation | None = None) -> None:
         if seg_classes not in LABEL_SETS:
             raise TaskcutError(f"Cityscapes has 2-, 7- and 19-class labels, not {seg_classes}")
-        super().__init__(root, split, crop, augment_train)
+        super().__init__(root, split, crop, augment_train, validation)
         self.label_column = 2 + LABEL_SETS.index(seg_classes)
         self.tasks = ["seg", "depth"]
         self.classes = [f"class{i}" for i in range(seg_classes)]

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ..errors import TaskcutError
 from ..tasks.dense import TaskSpec
 from .cityscapes import CityscapesDataset
-from .indexed import IndexedDataset
+from .indexed import IndexedDataset, Validation
 from .nyuv2 import NYUv2Dataset
 from .store import load_split, read_manifest
 from .taskonomy import TaskonomyDataset
@@ -87,17 +87,22 @@ def item_rngs(seed: int, positions: Iterable[int]) -> list[np.random.Generator]:
 
 def open_dataset(spec: str, split: str, seg_classes: int | None = None,
                  crop: tuple[int, int] | None = None) -> DataSet:
-    """Open `KIND:PATH`: synth, nyuv2, cityscapes or taskonomy (a bare path means synth).
+    """Open `KIND:PATH[?OPTIONS]`: synth, nyuv2, cityscapes or taskonomy (a bare path means synth).
 
     `seg_classes` picks Cityscapes' 2/7/19-class labels; `crop` is the training crop of the
-    real sets (each defaults to its papers' crop).
+    real sets (each defaults to its papers' crop). OPTIONS (`&`-separated) say where the
+    validation split of a set without `val` comes from (`Validation`): `val=carve` (default)
+    or `val=test`, `val_fraction=0.1`, `val_seed=0`. They are part of the data spec, so the
+    provenance of every model trained or chosen on it records them.
     """
+    spec, _, options = spec.partition("?")
     kind, _, path = spec.partition(":")
     if not path:
         kind, path = "synth", spec
+    validation = parse_validation(options)
     if kind == "synth":
         return SynthDataset(path, split)
-    extra: dict[str, Any] = {} if crop is None else {"crop": tuple(crop)}
+    extra: dict[str, Any] = {"validation": validation} if crop is None else {"crop": tuple(crop), "validation": validation}
     if kind == "nyuv2":
         return NYUv2Dataset(path, split, **extra)
     if kind == "cityscapes":
@@ -105,6 +110,30 @@ def open_dataset(spec: str, split: str, seg_classes: int | None = None,
     if kind == "taskonomy":
         return TaskonomyDataset(path, split, **extra)
     raise TaskcutError(f"unknown data kind {kind!r} in {spec!r}; expected one of {', '.join(k + ':PATH' for k in KINDS)}")
+
+
+def validation_source(dataset: DataSet) -> str:
+    """Where a validation split's images come from, for provenance ("val", a carved part of train, or test)."""
+    return str(getattr(dataset, "index_split", dataset.split))
+
+
+def parse_validation(options: str) -> Validation:
+    """`val=test&val_fraction=0.2` -> a `Validation`; unknown or malformed options are clear errors."""
+    fields: dict[str, Any] = {}
+    for item in filter(None, options.split("&")):
+        key, sep, value = item.partition("=")
+        try:
+            if key == "val" and sep:
+                fields["source"] = value
+            elif key == "val_fraction" and sep:
+                fields["fraction"] = float(value)
+            elif key == "val_seed" and sep:
+                fields["seed"] = int(value)
+            else:
+                raise TaskcutError(f"unknown data option {item!r}; options: val=carve|test, val_fraction=F, val_seed=N")
+        except ValueError:
+            raise TaskcutError(f"data option {item!r}: not a number") from None
+    return Validation(**fields)
 
 
 def open_for_tasks(spec: str, split: str, tasks: Mapping[str, TaskSpec],

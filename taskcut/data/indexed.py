@@ -12,6 +12,7 @@ checkpoint imported from those projects sees the same input it was trained on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -27,6 +28,27 @@ from .store import read_folder_json
 BGR_MEAN = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Where the validation split of a data set without `val` comes from (NYU-v2 and Cityscapes here).
+
+    `carve` (default): a seeded `fraction` of `train`, at least one image, never trained on:
+    the train split then holds the rest. `test`: validate on the test split, as the papers'
+    code does; model selection then sees the test split, so it is only done when asked for
+    (`?val=test` after the data path), with a warning, and recorded in the output's provenance.
+    """
+
+    source: str = "carve"
+    fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("carve", "test"):
+            raise TaskcutError(f"val={self.source!r}: expected carve (a part of train) or test")
+        if not 0.0 < self.fraction < 1.0:
+            raise TaskcutError(f"val_fraction must be in (0, 1), got {self.fraction}")
+
+
 class IndexedDataset(Dataset):
     """One split of a data set described by `<root>/<index_name>` (`{split: [[file, ...], ...]}`)."""
 
@@ -37,10 +59,12 @@ class IndexedDataset(Dataset):
     tasks: list[str]
     classes: list[str]
 
-    def __init__(self, root: str | Path, split: str, crop: tuple[int, int], augment_train: bool = True) -> None:
+    def __init__(self, root: str | Path, split: str, crop: tuple[int, int], augment_train: bool = True,
+                 validation: Validation | None = None) -> None:
         self.root = Path(root)
         self.split = split
-        groups, self.index_split = read_index(self.root, self.index_name, split, len(self.columns))
+        groups, self.index_split = read_index(self.root, self.index_name, split, len(self.columns),
+                                              validation or Validation())
         check_files(self.root, groups, self.index_name, self.index_split)
         self.groups = groups
         self.augmentation = Augment(tuple(crop), flip_normal_x=self.flips_normal_x) \
@@ -103,13 +127,27 @@ class IndexedDataset(Dataset):
         raise TaskcutError(f"{self.kind}: whole-split arrays are only kept for synth sets")
 
 
-def read_index(root: Path, name: str, split: str, columns: int) -> tuple[list[list[str]], str]:
-    """The file groups of `split` (a missing `val` falls back to `test`, as the papers validate on it)."""
+def read_index(root: Path, name: str, split: str, columns: int,
+               validation: Validation = Validation()) -> tuple[list[list[str]], str]:
+    """The file groups of `split`, and where they come from.
+
+    An index without `val` gets one as `validation` says: carved out of `train` (the train
+    split then loses those images) or, only when asked for, the test split.
+    """
     path = root / name
     index = read_folder_json(root, name, f"expected the AdaShare layout ({name} beside the data)", kind="index file ")
     if not isinstance(index, dict):
         raise TaskcutError(f"{path} must map split names to lists of file groups")
-    used = split if split in index else ("test" if split == "val" and "test" in index else None)
+    carving = split in ("train", "val") and "val" not in index and validation.source == "carve"
+    if split == "val" and "val" not in index and validation.source == "test":
+        from ..progress import console
+
+        console.print(f"[yellow]warning:[/yellow] {path} has no val split and val=test was asked for: the best "
+                      "checkpoint is chosen on the test split, so test figures are optimistic", highlight=False,
+                      soft_wrap=True)
+        used = "test" if "test" in index else None
+    else:
+        used = "train" if carving else (split if split in index else None)
     if used is None:
         raise TaskcutError(f"{path} has no {split!r} split; it has {', '.join(sorted(index)) or 'none'}")
     groups = index[used]
@@ -118,7 +156,16 @@ def read_index(root: Path, name: str, split: str, columns: int) -> tuple[list[li
     for i, group in enumerate(groups):
         if not (isinstance(group, list) and len(group) == columns and all(isinstance(p, str) for p in group)):
             raise TaskcutError(f"{path}: {used}[{i}] should be a list of {columns} file paths, got {group!r}"[:300])
-    return groups, used
+    if not carving:
+        return groups, used
+    n_val = max(1, round(validation.fraction * len(groups)))
+    if n_val >= len(groups):
+        raise TaskcutError(f"{path}: train holds {len(groups)} group(s), too few to carve a validation split of "
+                           f"{validation.fraction:g} from; add a val split or give ?val=test")
+    carved = set(np.random.default_rng(validation.seed).permutation(len(groups))[:n_val].tolist())
+    source = f"train (val carved: {n_val} of {len(groups)}, fraction {validation.fraction:g}, seed {validation.seed})"
+    keep = (lambda i: i in carved) if split == "val" else (lambda i: i not in carved)
+    return [g for i, g in enumerate(groups) if keep(i)], source
 
 
 def check_files(root: Path, groups: list[list[str]], index_name: str, split: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .images import as_colour, as_plane, read_npy, read_png
-from .indexed import IndexedDataset
+from .indexed import IndexedDataset, Validation
 
 DEPTH_EPS = 3e-5
 
@@ -27,8 +27,8 @@ class NYUv2Dataset(IndexedDataset):
     columns = ("image", "seg", "normal", "depth")
 
     def __init__(self, root: str | Path, split: str, crop: tuple[int, int] = (321, 321),
-                 augment_train: bool = True) -> None:
-        super().__init__(root, split, crop, augment_train)
+                 augment_train: bool = True, validation: Validation | None = None) -> None:
+        super().__init__(root, split, crop, augment_train, validation)
         self.tasks = ["seg", "normal", "depth"]
         self.classes = [f"class{i}" for i in range(40)]
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import TaskcutError
 from .augment import resize
 from .images import as_colour, as_plane, read_npy, read_png
-from .indexed import IndexedDataset
+from .indexed import IndexedDataset, Validation
 
 SIZE = (256, 256)
 DEPTH_LIMIT = 64500
@@ -36,8 +36,8 @@ class TaskonomyDataset(IndexedDataset):
     flips_normal_x = True
 
     def __init__(self, root: str | Path, split: str, crop: tuple[int, int] = (224, 224),
-                 augment_train: bool = True) -> None:
-        super().__init__(root, split, crop, augment_train)
+                 augment_train: bool = True, validation: Validation | None = None) -> None:
+        super().__init__(root, split, crop, augment_train, validation)
         self.tasks = ["seg", "normal", "depth", "keypoint", "edge"]
         self.classes = [f"class{i}" for i in range(SEG_CLASSES)]
         prior = self.root / "semseg_prior_factor.npy"

@@ -16,7 +16,7 @@ from ..cache import cache_dir, synth_set
 from ..train.checkpoint import checkpoint_path
 from ..config import RunConfig, TrainConfig
 from ..train.distributed import world
-from ..data.dataset import SynthDataset, open_for_tasks
+from ..data.dataset import SynthDataset, open_for_tasks, validation_source
 from ..errors import TaskcutError, check_choice
 from ..train.evaluate import collect, evaluate
 from ..fileio import check_writable, file_sha256, write_text
@@ -85,7 +85,8 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
         seg_acc = accumulators.get("seg")
         floors = synth_floors(test_metrics, trivial, seg_acc if isinstance(seg_acc, SegmentationMetrics) else None)
 
-    provenance = {"taskcut": __version__, "preset": config.name, "data": spec, "best_step": result.best_step,
+    provenance = {"taskcut": __version__, "preset": config.name, "data": spec,
+                  "validation": validation_source(val_set), "best_step": result.best_step,
                   "steps": config.train.steps, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                   "torch": torch.__version__, "python": platform.python_version()}
     save(result.model, out, provenance)
@@ -127,7 +128,8 @@ def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, bat
     if not world().main:
         return None
     provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
-                                                             "data": data, "crop": list(crop) if crop else None}}
+                                                             "data": data, "crop": list(crop) if crop else None,
+                                                             "validation": validation_source(val_set)}}
     save(result.model, out, provenance)
     ckpt.unlink(missing_ok=True)
     return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
@@ -154,7 +156,8 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     train_set, val_set = (open_for_tasks(data, s, specs, tuple(crop) if crop else None) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in dense.config.tasks.items()}
     result = fit(dense, specs, weights, cfg, train_set, val_set, device, show_progress, label="control")
-    save(result.model, path, {"control": {**key_data, "best_step": result.best_step, "source": str(baseline)}})
+    save(result.model, path, {"control": {**key_data, "best_step": result.best_step, "source": str(baseline),
+                                          "validation": validation_source(val_set)}})
     return path
 
 
