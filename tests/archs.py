@@ -56,3 +56,17 @@ class Untraceable(PartialNeck):
         if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace this
             x = x * 2
         return super().forward(x)
+
+
+class SlicedHead(nn.Module):
+    """One output conv whose channels the forward slices into tasks (detection/multi-label style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                                   nn.ReLU())
+        self.out = nn.Conv2d(32, 7, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        o = self.out(self.trunk(x))
+        return {"seg": o[:, :6], "depth": o[:, 6:7]}

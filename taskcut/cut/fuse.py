@@ -2,7 +2,8 @@
 
 Each selected task t keeps the top-k of its normalised scores (score / t's total) over the
 weights it depends on: the shared ones and its own head. Shared weights are then fused by a
-named rule, counted among the tasks that actually use the weight (n_p of them):
+named rule, counted per element among the tasks that actually use that element (n_p of
+them): a conv whose output rows the forward slices into tasks gives each row to its task.
 
 * `vote` (default): keep where at least min(2, n_p) tasks keep. CUT's rule for two or more
   tasks; with one task it keeps that task's choice instead of pruning the whole trunk.
@@ -42,6 +43,18 @@ class Rule:
             return users // 2 + 1
         if self.name == "union":
             return 1
+        if self.name == "intersection":
+            return users
+        raise AssertionError(self.name)
+
+    def thresholds(self, users: torch.Tensor) -> torch.Tensor:
+        """`threshold` for every element at once, from each element's count of users."""
+        if self.name == "vote":
+            return users.clamp(max=self.k or 2)
+        if self.name == "majority":
+            return users // 2 + 1
+        if self.name == "union":
+            return torch.ones_like(users)
         if self.name == "intersection":
             return users
         raise AssertionError(self.name)
@@ -118,9 +131,27 @@ class _Ranks:
     def shared(self) -> list[str]:
         return [n for n in self.names if len(self.users[n]) >= 2]
 
+    def element_users(self, n: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Which of a shared tensor's users use each element, and how many do.
+
+        A task uses an element when its score there is positive (its loss has a gradient
+        through it). Rows of a conv whose output the forward slices into tasks score exactly
+        zero for every task but their own, so each row belongs to its task alone. Elements no
+        task scores (exact zeros, dead units) count every user of the tensor, as before.
+        """
+        users = self.users[n]
+        used = {t: self.normalised[t][n] > 0 for t in users}
+        count = sum(u.to(torch.int16) for u in used.values())
+        nobody = count == 0
+        if bool(nobody.any()):
+            used = {t: u | nobody for t, u in used.items()}
+            count = torch.where(nobody, torch.full_like(count, len(users)), count)
+        return used, count
+
 
 def _masks_at(ranks: _Ranks, rule: Rule, r: float, sum_rank: dict[str, torch.Tensor] | None,
-              n_shared: int, fixed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+              n_shared: int, fixed: Mapping[str, torch.Tensor],
+              element_users: Mapping[str, tuple[dict[str, torch.Tensor], torch.Tensor]]) -> dict[str, torch.Tensor]:
     k = {t: int(round(r * ranks.size[t])) for t in ranks.tasks}
     out = {}
     for n in ranks.names:
@@ -130,6 +161,10 @@ def _masks_at(ranks: _Ranks, rule: Rule, r: float, sum_rank: dict[str, torch.Ten
         elif rule.name == "score-sum":
             assert sum_rank is not None
             out[n] = sum_rank[n] < int(round(r * n_shared))
+        elif n in element_users:
+            used, count = element_users[n]
+            votes = sum(((ranks.rank[t][n] < k[t]) & used[t]).to(torch.int16) for t in users)
+            out[n] = votes >= rule.thresholds(count)
         else:
             votes = sum((ranks.rank[t][n] < k[t]).to(torch.int16) for t in users)
             out[n] = votes >= rule.threshold(len(users))
@@ -153,11 +188,13 @@ def _shared_sum_ranks(ranks: _Ranks) -> tuple[dict[str, torch.Tensor], int]:
 
 
 def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule: str = "vote",
-         fixed: Mapping[str, torch.Tensor] | None = None) -> Fusion:
+         fixed: Mapping[str, torch.Tensor] | None = None, per_element: bool = True) -> Fusion:
     """Keep-masks for every scored weight, fused by `rule`, at `sparsity` (zeroed fraction) within 0.001.
 
     `fixed` holds masks a model already carries (False = pruned before): those entries stay
     pruned and count towards `sparsity`, which must then be at least the sparsity they make.
+    Votes on a shared tensor are counted per element among the tasks that use that element
+    (`_Ranks.element_users`); `per_element=False` counts every user of the tensor instead.
     """
     check_sparsity(sparsity)
     if not scores:
@@ -176,8 +213,10 @@ def fuse(scores: Mapping[str, Mapping[str, torch.Tensor]], sparsity: float, rule
         raise TaskcutError(f"the model is already {already:.4f} sparse in the weights scored; ask for a sparsity of "
                            f"at least that (got {sparsity})")
 
+    element_users = {n: ranks.element_users(n) for n in ranks.shared()} if per_element else {}
+
     def kept(r: float) -> tuple[int, dict[str, torch.Tensor]]:
-        masks = _masks_at(ranks, parsed, r, sum_rank, n_shared, fixed)
+        masks = _masks_at(ranks, parsed, r, sum_rank, n_shared, fixed, element_users)
         return sum(int(m.sum()) for m in masks.values()), masks
 
     lo, hi = 0.0, 1.0
