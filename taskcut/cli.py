@@ -214,7 +214,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from .config import load_config
-    from .experiments.pipeline import finetune_model
+    from .experiments.pipeline import finetune_file
 
     _check_device(device)
     schedule, crop = None, None
@@ -225,7 +225,7 @@ def finetune_cmd(
         schedule = cfg.finetune
         crop = cfg.data.size if cfg.data.dataset != "synth" else None
     with _distributed(device) as device:
-        result = finetune_model(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
+        result = finetune_file(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
                                 device=device, show_progress=not quiet, schedule=schedule, crop=crop,
                                 resume=resume, checkpoint_every=checkpoint_every)
     if result is None:  # a torchrun rank other than 0
@@ -251,10 +251,10 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, help="No progress bar (for the control's fine-tuning)."),
 ) -> None:
     """Per-task metrics on a split, and delta_T against a baseline and against the fine-tuned dense control."""
-    from .experiments.pipeline import evaluate_model
+    from .experiments.pipeline import evaluate_file
 
     _check_device(device)
-    report = evaluate_model(model_file, data, split, baseline, out_file, force, device, convention=metrics,
+    report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
                             control=control, show_progress=not quiet)
     references = [(key, title) for key, title in (("baseline", "dense"), ("control", "dense + same fine-tuning"))
                   if key in report]

@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 
 from .decompose import Decomposition, decompose_outputs, evaluating, task_outputs
 from ..train.distributed import all_sum
+from ..data.dataset import to_device
 from ..errors import TaskcutError
 from ..progress import progress_bar
 from ..tasks.dense import TaskSpec
@@ -88,7 +89,7 @@ def score(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Map
         job = bar.add_task("score", total=total, info=", ".join(tasks))
         try:
             for batch in batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 outputs = task_outputs(model(batch["image"]), task_names)
                 if not targets:
                     decomposition = decomposition or decompose_outputs(model, outputs)
@@ -150,7 +151,7 @@ def score_reference(model: nn.Module, tasks: Mapping[str, TaskSpec],
             acc = {n: torch.zeros_like(p) for n, p in params.items()}
             touched: set[str] = set()
             for batch in batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 model.zero_grad(set_to_none=True)
                 spec.loss(task_outputs(model(batch["image"]))[task], batch[task]).backward()
                 for n, p in params.items():

@@ -1,19 +1,37 @@
 """Task selection as surgery: the returned model holds and computes only the chosen tasks.
 
-For the SceneNet zoo the unselected heads are dropped. Any other model is traced with
-torch.fx; the output is cut down to the chosen tasks, dead code is eliminated, and
-submodules nothing calls any more are deleted, so their parameters leave the state_dict.
+Three mechanisms, tried in this order; each result is checked on the example input (the
+chosen outputs identical to the original's, no other output, no parameter left that only
+unselected tasks use) before it is accepted:
+
+* zoo (`MultiTaskModel`): the unselected heads are dropped.
+* `delete`: the user's own module, with the submodules that only unselected tasks use (as
+  `decompose` finds them) deleted from the `nn.ModuleDict` holding them. Works for any
+  forward that loops over a dict of heads (`{t: head(f) for t, head in self.heads.items()}`),
+  whatever else it does (transformer encoders, data-dependent control flow). The module
+  keeps its class and forward, so it trains, exports and reloads from the user's factory.
+* `fx`: torch.fx traces the forward; the output is cut to the chosen tasks, dead code is
+  eliminated and submodules nothing calls any more are deleted. Works for forwards that
+  name each head explicitly (`self.seg_head(f)`) if fx can trace them (no data-dependent
+  control flow, no untraceable library code).
+* otherwise a clear error saying what to change (keep the heads in an `nn.ModuleDict`
+  keyed by task name and loop over it).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Any, Sequence
 
+import torch
 from torch import fx, nn
 
 from ..errors import TaskcutError, check_choice
 from ..models.multitask import MultiTaskModel
+from .decompose import decompose, evaluating, task_outputs
+
+#: Where a selected own model records how it was made, so a saved file can be rebuilt.
+SELECTION_ATTR = "taskcut_selection"
 
 
 def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
@@ -21,8 +39,12 @@ def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
     return check_choice(list(available), list(wanted), "task", "the model's tasks are")
 
 
-def select(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
-    """A copy of `model` that computes only `tasks`; the original is left untouched."""
+def select(model: nn.Module, tasks: Sequence[str], example_input: torch.Tensor | None = None) -> nn.Module:
+    """A copy of `model` that computes only `tasks`; the original is left untouched.
+
+    Own models need `example_input` (one batch of inputs) for the `delete` mechanism and for
+    checking the result; without it only fx tracing is tried.
+    """
     if isinstance(model, MultiTaskModel):
         chosen = check_tasks(model.tasks, tasks)
         config = model.config.model_copy(update={"tasks": {t: model.config.tasks[t] for t in chosen}}, deep=True)
@@ -32,7 +54,107 @@ def select(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
                 del small.heads[name]
         small.config = config
         return small
-    return _select_traced(model, tasks)
+    if example_input is None:
+        return _select_traced(model, tasks)
+    with torch.no_grad(), evaluating(model):
+        expected = task_outputs(model(example_input))
+    chosen = check_tasks(list(expected), tasks)
+    if chosen == list(expected):
+        small = copy.deepcopy(model)
+        setattr(small, SELECTION_ATTR, {"mechanism": "none", "tasks": chosen, "removed": []})
+        return small
+    reasons = []
+    try:
+        small = _select_by_deletion(model, chosen, example_input)
+        _check(small, chosen, expected, example_input)
+        return small
+    except _NotApplicable as exc:
+        reasons.append(f"deleting the unselected heads: {exc}")
+    try:
+        small = _select_traced(model, chosen)
+        _check(small, chosen, expected, example_input)
+        setattr(small, SELECTION_ATTR, {"mechanism": "fx", "tasks": chosen})
+        return small
+    except (TaskcutError, _NotApplicable) as exc:
+        reasons.append(f"torch.fx: {exc}")
+    raise TaskcutError(f"cannot remove the unselected tasks from {type(model).__name__} ({'; '.join(reasons)}). "
+                       "Keep the task heads in an nn.ModuleDict keyed by task name and build the output by looping "
+                       "over it, e.g. {t: head(features) for t, head in self.heads.items()}")
+
+
+class _NotApplicable(Exception):
+    """A selection mechanism does not fit this model (the next one is tried)."""
+
+
+def _check(small: nn.Module, chosen: list[str], expected: dict[str, torch.Tensor], example: torch.Tensor) -> None:
+    """The selected model gives the chosen outputs exactly, and nothing else."""
+    with torch.no_grad(), evaluating(small):
+        try:
+            got = task_outputs(small(example))
+        except TaskcutError:
+            raise
+        except Exception as exc:  # the user's forward fails without the removed parts
+            raise _NotApplicable(f"the forward fails ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from exc
+    if list(got) != chosen:
+        raise _NotApplicable(f"it returns {list(got)}, not {chosen}")
+    for task in chosen:
+        if got[task].shape != expected[task].shape or not torch.equal(got[task], expected[task]):
+            raise _NotApplicable(f"output {task!r} changes")
+
+
+def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tensor) -> nn.Module:
+    decomposition = decompose(model, example)
+    unselected = frozenset(decomposition.tasks) - set(chosen)
+    only_unselected = {n for n, users in decomposition.users.items() if users and users <= unselected}
+    if not only_unselected:
+        raise _NotApplicable("no parameter is used by the unselected tasks alone")
+    removable: list[str] = []
+    for name, module in model.named_modules():
+        params = [f"{name}.{p}" if name else p for p, _ in module.named_parameters()]
+        if not name or not params or not set(params) <= only_unselected:
+            continue
+        if any(name.startswith(r + ".") for r in removable):
+            continue  # inside a submodule already chosen
+        parent_name, _, key = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.ModuleDict):
+            removable.append(name)
+    covered = {p for p in only_unselected if any(p.startswith(r + ".") for r in removable)}
+    if covered != only_unselected:
+        left = sorted(only_unselected - covered)
+        raise _NotApplicable(f"{left[0]} (used by unselected tasks only) is not in an nn.ModuleDict entry")
+    small = copy.deepcopy(model)
+    for name in removable:
+        parent_name, _, key = name.rpartition(".")
+        del small.get_submodule(parent_name)[key]
+    setattr(small, SELECTION_ATTR, {"mechanism": "delete", "tasks": chosen, "removed": removable})
+    return small
+
+
+def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
+    """Repeat a recorded selection on a freshly built model (rebuilding a saved own model): the same
+    entries deleted, or the same fx trace cut to the same tasks (both deterministic, names kept)."""
+    mechanism = record.get("mechanism")
+    if mechanism in ("none", None):
+        return model
+    if mechanism == "fx":
+        small = _select_traced(model, list(record.get("tasks", [])))
+        setattr(small, SELECTION_ATTR, dict(record))
+        return small
+    if mechanism != "delete":
+        raise TaskcutError(f"unknown selection {mechanism!r} recorded in the model file")
+    for name in record.get("removed", []):
+        parent_name, _, key = str(name).rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name)
+        except AttributeError:
+            parent = None
+        if not isinstance(parent, nn.ModuleDict) or key not in parent:
+            raise TaskcutError(f"the factory's model has no ModuleDict entry {name!r} to remove: it does not build "
+                               "the model this file was pruned from")
+        del parent[key]
+    setattr(model, SELECTION_ATTR, dict(record))
+    return model
 
 
 def _select_traced(model: nn.Module, tasks: Sequence[str]) -> fx.GraphModule:

@@ -79,6 +79,20 @@ def iterate_batches(dataset: DataSet, batch_size: int, shuffle: bool = False,
             yield dataset.batch(indices)
 
 
+def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """A batch on `device`; values that are not tensors (a user's lists of boxes, say) pass as they are."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def batches_of(source: "DataSet | Iterable[Mapping[str, torch.Tensor]]",
+               batch_size: int) -> Iterable[Mapping[str, torch.Tensor]]:
+    """One pass over a taskcut data set in batches, or over a user's own iterable of dict batches
+    (a DataLoader, a list), which comes in its own batch size."""
+    if hasattr(source, "batch") and hasattr(source, "__len__"):
+        return iterate_batches(source, batch_size)  # type: ignore[arg-type]
+    return source  # type: ignore[return-value]
+
+
 def item_rngs(seed: int, positions: Iterable[int]) -> list[np.random.Generator]:
     """One generator per item of a batch, from the batch's seed and the item's place in the
     global batch: the same augmentation whichever process (under torchrun) loads the item."""

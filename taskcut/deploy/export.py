@@ -22,7 +22,8 @@ from torch import nn
 from ..compact.masking import unmask
 from ..errors import TaskcutError
 from ..fileio import atomic_path, check_writable
-from ..models import MultiTaskModel, load, read_spec
+from ..cut.decompose import task_outputs
+from ..models import load, read_spec
 
 FORMATS = ("onnx", "torchscript")
 PARITY = 1e-4
@@ -31,17 +32,17 @@ PARITY = 1e-4
 class TupleOutputs(nn.Module):
     """The model with outputs as a tuple in task order: what ONNX and TorchScript need."""
 
-    def __init__(self, model: MultiTaskModel) -> None:
+    def __init__(self, model: nn.Module, tasks: list[str] | None = None) -> None:
         super().__init__()
         self.model = model
-        self.tasks = list(model.tasks)
+        self.tasks = list(tasks) if tasks is not None else list(model.tasks)  # type: ignore[arg-type]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(image)
         return tuple(out[t] for t in self.tasks)
 
 
-def baked(model: MultiTaskModel) -> MultiTaskModel:
+def baked(model: nn.Module) -> nn.Module:
     """A copy with masks multiplied into plain weights (exporters see ordinary parameters)."""
     model = copy.deepcopy(model).eval()
     unmask(model)
@@ -67,12 +68,30 @@ def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tupl
     out = Path(out)
     check_writable(out, force)
     read_spec(model_path)  # a clear error for anything that is not a taskcut model
-    model = baked(load(model_path))
-    wrapper = TupleOutputs(model).eval()
-    samples = sample_inputs(size)
+    model = load(model_path)
+    kinds = {n: t.kind for n, t in model.config.tasks.items()}
+    return export_module(model, out, sample_inputs(size), fmt, int8, kinds)
+
+
+def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str = "onnx", int8: bool = False,
+                  kinds: dict[str, str] | None = None) -> dict[str, Any]:
+    """Export any model returning `{task: tensor}`, run the file on `samples` and compare with eager.
+
+    fp32 must agree within `PARITY` or nothing is written; with `int8` (ONNX) the agreement
+    per task is returned instead (argmax agreement for tasks of kind segmentation or
+    classification in `kinds`, relative error otherwise).
+    """
+    if fmt not in FORMATS:
+        raise TaskcutError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise TaskcutError("--int8 is available for --format onnx only")
+    model = baked(model)
+    with torch.no_grad():
+        tasks = list(task_outputs(model(samples[:1])))
+    wrapper = TupleOutputs(model, tasks).eval()
     with torch.no_grad():
         reference = wrapper(samples)
-    with atomic_path(out) as tmp:
+    with atomic_path(Path(out)) as tmp:
         if fmt == "torchscript":
             with torch.no_grad():
                 torch.jit.save(torch.jit.trace(wrapper, samples[:1]), str(tmp))
@@ -83,7 +102,7 @@ def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tupl
             if int8:
                 _quantise(tmp, samples)
             got = _run_onnx(tmp, samples)
-        report = _compare(wrapper.tasks, model, reference, got, int8)
+        report = _compare(tasks, kinds or {}, reference, got, int8)
         if not int8:
             worst = max(r["max_abs_diff"] for r in report.values())
             if worst > PARITY:
@@ -94,10 +113,17 @@ def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tupl
 
 def _onnx(wrapper: TupleOutputs, example: torch.Tensor, path: Path) -> None:
     axes = {"image": {0: "batch"}, **{t: {0: "batch"} for t in wrapper.tasks}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=wrapper.tasks,
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path is one fused op ONNX has no equivalent of;
+    # the plain path is the same computation in exportable ops
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=wrapper.tasks,
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
 
 
@@ -135,16 +161,15 @@ def _quantise(path: Path, samples: torch.Tensor) -> None:
         fp32.unlink(missing_ok=True)
 
 
-def _compare(tasks: list[str], model: MultiTaskModel, reference: tuple[torch.Tensor, ...], got: list[np.ndarray],
+def _compare(tasks: list[str], kinds: dict[str, str], reference: tuple[torch.Tensor, ...], got: list[np.ndarray],
              int8: bool) -> dict[str, dict[str, float]]:
     report = {}
-    kinds = {n: t.kind for n, t in model.config.tasks.items()}
     for task, ref, out in zip(tasks, reference, got):
         ref_np = ref.numpy()
         diff = np.abs(out - ref_np)
         row = {"max_abs_diff": float(diff.max())}
         if int8:
-            if kinds[task] == "segmentation":
+            if kinds.get(task) in ("segmentation", "classification"):
                 row["argmax_agreement"] = float((out.argmax(1) == ref_np.argmax(1)).mean())
             else:
                 row["relative_error"] = float(diff.mean() / (np.abs(ref_np).mean() + 1e-12))

@@ -16,7 +16,7 @@ from ..cache import cache_dir
 from ..config import load_config
 from ..errors import TaskcutError
 from ..fileio import write_text
-from .pipeline import evaluate_model, finetune_model, resolve_data, train_base
+from .pipeline import evaluate_file, finetune_file, resolve_data, train_base
 from .prune import prune
 
 MARKER = ".taskcut-demo"
@@ -58,10 +58,10 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
     tuned = out / "compact-finetuned.safetensors"
     summary = prune(base, TASKS, SPARSITY, compact, data, force=True, device=device, show_progress=show_progress)
     t1 = time.perf_counter()
-    ft = finetune_model(compact, data, tuned, force=True, device=device, show_progress=show_progress, **FINETUNE)
+    ft = finetune_file(compact, data, tuned, force=True, device=device, show_progress=show_progress, **FINETUNE)
     t_ft = time.perf_counter() - t1
-    pruned_eval = evaluate_model(compact, data, "test", baseline=base, device=device)
-    tuned_eval = evaluate_model(tuned, data, "test", baseline=base, device=device)
+    pruned_eval = evaluate_file(compact, data, "test", baseline=base, device=device)
+    tuned_eval = evaluate_file(tuned, data, "test", baseline=base, device=device)
     result = {
         "base": str(base), "base_trained_now": trained, "base_seconds": t_base, "data": data,
         "prune": summary.to_dict(), "finetune": {k: v for k, v in ft.items() if k != "history"},

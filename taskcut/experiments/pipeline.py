@@ -100,7 +100,7 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
     return report
 
 
-def finetune_model(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
+def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
                    lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
                    device: str = "cpu", show_progress: bool = True, schedule: TrainConfig | None = None,
                    crop: tuple[int, int] | None = None, resume: bool = False,
@@ -170,7 +170,7 @@ def _finetune_schedule(spec: Mapping[str, Any]) -> tuple[TrainConfig, str, list[
     return TrainConfig(**fields), str(ft["data"]), ft.get("crop")
 
 
-def evaluate_model(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
+def evaluate_file(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
                    out: Path | None = None, force: bool = False, device: str = "cpu",
                    convention: str = "standard", control: bool = True,
                    show_progress: bool = True) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -28,19 +29,62 @@ VALUES = "::values"
 MASK = "::mask"
 
 
-def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+def save(model: nn.Module, path: str | Path, provenance: dict[str, Any] | None = None, *,
+         factory: str | None = None, kwargs: Mapping[str, Any] | None = None,
+         tasks: Mapping[str, Any] | None = None) -> Path:
     """Write `model` to `path` atomically; `provenance` (how it was made) goes into the spec.
 
     A masked (unstructured sparse) weight is stored as its kept values plus a packed bit
     mask, so the file shrinks with sparsity: 4 bytes per kept weight + 1 bit per weight.
+    A zoo model stores its config. Any other model stores a reference to the factory that
+    builds it (`factory="pkg.module:build"` with `kwargs`, or what `taskcut` recorded when it
+    built the model from one), its tasks (`{name: Task}`), how its tasks were selected and
+    what pruning changed, so `load` rebuilds it by calling that factory.
     """
-    from ..compact.masking import masks_of, plain_state
+    from ..compact.masking import masks_of
 
     path = Path(path)
     masks = masks_of(model)
-    spec = {"format": FORMAT, "version": VERSION, "model": model.config.model_dump(mode="json"),
-            "masked": {name: list(m.shape) for name, m in masks.items()}, "shapes": _changed_shapes(model),
-            "provenance": provenance or {}}
+    if isinstance(model, MultiTaskModel):
+        described = {"model": model.config.model_dump(mode="json"), "shapes": _changed_shapes(model)}
+    else:
+        described = _describe_own(model, factory, kwargs, tasks)
+    spec = {"format": FORMAT, "version": VERSION, **described,
+            "masked": {name: list(m.shape) for name, m in masks.items()}, "provenance": provenance or {}}
+    _write(model, path, spec, masks)
+    return path
+
+
+def _describe_own(model: nn.Module, factory: str | None, kwargs: Mapping[str, Any] | None,
+                  tasks: Mapping[str, Any] | None) -> dict[str, Any]:
+    from ..cut.select import SELECTION_ATTR, apply_selection
+    from .own import FACTORY_ATTR, TASKS_ATTR, build_from_factory, changed_structure
+
+    recorded = getattr(model, FACTORY_ATTR, None) or {}
+    factory = factory or recorded.get("factory")
+    if factory is None:
+        raise TaskcutError(f"{type(model).__name__} is not a zoo model: it is saved as weights plus the factory that "
+                           "builds it; pass factory='package.module:function' (and kwargs=...)")
+    kwargs = dict(kwargs if kwargs is not None else recorded.get("kwargs", {}))
+    try:
+        json.dumps(kwargs)
+    except TypeError as exc:
+        raise TaskcutError(f"the factory's kwargs must be JSON values (numbers, strings, lists, dicts): {exc}") from None
+    selection = getattr(model, SELECTION_ATTR, None) or {"mechanism": "none"}
+    reference = apply_selection(build_from_factory(factory, kwargs), selection)
+    task_dicts = {}
+    for name, task in dict(tasks if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}).items():
+        try:
+            task_dicts[name] = task.to_dict()
+        except ValueError:  # a custom task given as a callable: the user passes it again when using the model
+            task_dicts[name] = {"kind": "custom", "saved": False}
+    return {"model": {"factory": factory, "kwargs": kwargs}, "tasks": task_dicts, "selection": selection,
+            "structure": changed_structure(model, reference)}
+
+
+def _write(model: nn.Module, path: Path, spec: dict[str, Any], masks: Mapping[str, torch.Tensor]) -> None:
+    from ..compact.masking import plain_state
+
     tensors = {}
     for key, value in plain_state(model).items():
         value = value.detach().cpu()
@@ -52,7 +96,6 @@ def save(model: MultiTaskModel, path: str | Path, provenance: dict[str, Any] | N
             tensors[key] = value.contiguous()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(spec)})
-    return path
 
 
 def _changed_shapes(model: MultiTaskModel) -> dict[str, list[int]]:
@@ -86,19 +129,27 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     return spec
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel:
-    """Rebuild the model saved at `path` (no pickle, no original model needed)."""
+def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the model saved at `path` (no pickle, no original model needed).
+
+    A zoo model is built from its config; an own model by importing and calling the factory
+    its file names, which runs that package's code.
+    """
     path = Path(path)
     spec = read_spec(path)
-    try:
-        config = ModelConfig.model_validate(spec["model"])
-    except (ValidationError, KeyError) as exc:
-        raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
-    model = build_model(config)
-    if spec.get("shapes"):
-        from ..compact.structured import reshape_like
+    model_spec = spec.get("model")
+    if isinstance(model_spec, dict) and "factory" in model_spec:
+        model = _rebuild_own(path, spec)
+    else:
+        try:
+            config = ModelConfig.model_validate(model_spec)
+        except (ValidationError, KeyError) as exc:
+            raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
+        model = build_model(config)
+        if spec.get("shapes"):
+            from ..compact.structured import reshape_like
 
-        reshape_like(model, spec["shapes"])
+            reshape_like(model, spec["shapes"])
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -119,6 +170,25 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> MultiTaskModel
 
         apply_masks(model, masks)
     return model.to(device).eval()
+
+
+def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:
+    from ..cut.select import apply_selection
+    from ..tasks import TaskSpec
+    from .own import TASKS_ATTR, build_from_factory, restore_structure
+
+    model = build_from_factory(str(spec["model"]["factory"]), spec["model"].get("kwargs") or {})
+    model = apply_selection(model, spec.get("selection") or {"mechanism": "none"})
+    restore_structure(model, spec.get("structure") or {})
+    tasks = {}
+    for name, data in (spec.get("tasks") or {}).items():
+        if data.get("saved", True):
+            try:
+                tasks[name] = TaskSpec.from_dict(name, data)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TaskcutError(f"{path}: task {name!r} cannot be rebuilt ({exc})") from exc
+    setattr(model, TASKS_ATTR, tasks)
+    return model
 
 
 def _unpack_masked(path: Path, tensors: dict[str, torch.Tensor],

@@ -1,8 +1,14 @@
-"""Task specs: how each dense task is trained (loss) and judged (metrics with directions).
+"""Task specs: how each task is trained (loss) and judged (metrics with directions).
 
-Everything is keyed by task name; a task's *kind* decides its loss and metrics. Predictions
-arrive at the model's feature resolution and are resized to the target size here, in one
-place, by bilinear interpolation (`align_corners=False`), for losses and metrics alike.
+Everything is keyed by task name; a task's *kind* decides its loss and metrics. Dense kinds
+(segmentation, normal, depth, keypoint, edge) predict maps: predictions arrive at the model's
+feature resolution and are resized to the target size here, in one place, by bilinear
+interpolation (`align_corners=False`), for losses and metrics alike. Image-level kinds
+(classification, regression, binary) predict (B, C) and are never resized; `custom` tasks
+bring their own loss and metrics (see `image.py` for all four).
+
+Specs are built with `TaskSpec(name, kind, channels, ...)` or, more readably, with the
+constructors (`Task` is `TaskSpec`): `Task.classification(10).named("cls")`.
 
 Metrics accumulate sufficient statistics over a whole split (confusion matrix, sums and
 pixel counts, an angle histogram), so a split's figure is the pixel-level figure, not a
@@ -17,16 +23,29 @@ part of delta_T.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 
-TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge"]
-TASK_KINDS: tuple[str, ...] = ("segmentation", "normal", "depth", "keypoint", "edge")
+TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge",
+                   "classification", "regression", "binary", "custom"]
+#: Kinds that predict a map per image, resized to the target's size.
+DENSE_KINDS: tuple[str, ...] = ("segmentation", "normal", "depth", "keypoint", "edge")
+#: Kinds that predict one (B, C) row per image, never resized (`custom` may be either).
+IMAGE_KINDS: tuple[str, ...] = ("classification", "regression", "binary")
+TASK_KINDS: tuple[str, ...] = DENSE_KINDS + IMAGE_KINDS + ("custom",)
 IGNORE_INDEX = 255
+#: PyTorch's cross-entropy default, the usual "no label" for image-level classes.
+CLASS_IGNORE_INDEX = -100
+REGRESSION_LOSSES: tuple[str, ...] = ("l1", "mse")
+#: How `Task.custom` and saved specs spell a metric's direction.
+DIRECTIONS: dict[str, bool] = {"higher": True, "lower": False}
 
 
 @dataclass(frozen=True)
@@ -55,12 +74,61 @@ _METRICS: dict[str, tuple[Metric, ...]] = {
     # uses the MSE the head is trained on (the trained base beats zeros there); MAE is reported.
     "keypoint": (Metric("mae", False, in_delta=False), Metric("mse", False)),
     "edge": (Metric("mae", False), Metric("mse", False, in_delta=False)),
+    # Regression reports MSE too, but delta_T takes MAE alone: one figure per task, in the
+    # task's own units, that an outlier does not dominate.
+    "regression": (Metric("mae", False), Metric("mse", False, in_delta=False)),
+    "binary": (Metric("map", True),),
 }
+
+
+def import_reference(ref: str) -> Callable[..., Any]:
+    """The callable a "module:function" reference names (dotted attributes allowed: "mod:Class.method").
+
+    Saved custom tasks carry references, not pickled functions, so a spec file stays
+    readable JSON and loads only code that is importable where it is loaded.
+    """
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"reference {ref!r} is not of the form \"module:function\"")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"reference {ref!r} does not import: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"reference {ref!r} names {type(obj).__name__}, not a function")
+    return obj
+
+
+def _direction(name: str, direction: object) -> bool:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"metric {name!r}: direction must be \"higher\" or \"lower\" (which way is better), "
+                         f"got {direction!r}")
+    return DIRECTIONS[direction]  # type: ignore[index]
+
+
+def _resolve(what: str, fn: Callable[..., Any] | str) -> tuple[Callable[..., Any], str | None]:
+    """A callable, and its reference when it was given as a "module:function" string."""
+    if isinstance(fn, str):
+        return import_reference(fn), fn
+    if not callable(fn):
+        raise ValueError(f"{what} must be a callable or a \"module:function\" string, got {type(fn).__name__}")
+    return fn, None
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task by name: its kind, its output channels and, for segmentation, its classes."""
+    """A task by name: its kind, its output channels and the kind's settings.
+
+    `channels` is the number of classes (segmentation, classification), outputs (regression)
+    or labels (binary), the fixed map depth of normal (3) / depth, keypoint, edge (1), and for
+    custom tasks whatever the head gives, 0 when unknown.
+
+    The custom fields (`loss_fn`, `custom_metrics`, `reference`) take no part in equality or
+    hashing: functions compare by identity, which would make two loads of one saved spec
+    differ, and the spec must stay hashable.
+    """
 
     name: str
     kind: str
@@ -68,6 +136,17 @@ class TaskSpec:
     ignore_index: int = IGNORE_INDEX
     #: Per-class weights of the segmentation loss, from the data (Taskonomy's prior factors).
     class_weights: tuple[float, ...] | None = None
+    #: Regression only: "l1" (robust to outliers, the default) or "mse".
+    regression_loss: str = "l1"
+    #: Custom only: loss(pred, target) -> scalar tensor.
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(
+        default=None, compare=False, hash=False)
+    #: Custom only: (name, fn(pred, target) -> float, higher_is_better), all part of delta_T.
+    custom_metrics: tuple[tuple[str, Callable[[torch.Tensor, torch.Tensor], Any], bool], ...] = field(
+        default=(), compare=False, hash=False)
+    #: Custom only: importable names, {"loss": "module:function", "metrics": {name: "module:function"}},
+    #: which is what `to_dict` saves (a function object cannot be written to JSON).
+    reference: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -77,20 +156,165 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r} of kind {self.kind} has {expected} channels, not {self.channels}")
         if self.kind == "segmentation" and self.channels < 2:
             raise ValueError(f"segmentation task {self.name!r} needs at least 2 classes, got {self.channels}")
+        label = self.label
+        if self.kind == "classification" and self.channels < 2:
+            raise ValueError(f"classification task {label} needs at least 2 classes, got {self.channels}")
+        if self.kind in ("regression", "binary") and self.channels < 1:
+            what = "output" if self.kind == "regression" else "label"
+            raise ValueError(f"{self.kind} task {label} needs at least 1 {what}, got {self.channels}")
+        if self.kind == "custom" and self.channels < 0:
+            raise ValueError(f"custom task {label}: channels must be >= 0 (0 when unknown), got {self.channels}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"task {label}: regression loss must be one of {', '.join(REGRESSION_LOSSES)}, "
+                             f"got {self.regression_loss!r}")
+        if self.kind != "regression" and self.regression_loss != "l1":
+            raise ValueError(f"task {label}: regression_loss is for regression tasks, not {self.kind}")
+        if self.kind == "custom":
+            self._check_custom()
+        elif self.loss_fn is not None or self.custom_metrics or self.reference is not None:
+            raise ValueError(f"task {label}: loss_fn, custom_metrics and reference are for custom tasks; "
+                             f"a {self.kind} task has its own loss and metrics")
+
+    def _check_custom(self) -> None:
+        """A custom task must say how it is trained; its metrics must be well formed and uniquely named."""
+        label = self.label
+        if self.loss_fn is None:
+            raise ValueError(f"custom task {label} has no loss: give one, e.g. Task.custom(loss=my_loss, ...)")
+        if not callable(self.loss_fn):
+            raise ValueError(f"custom task {label}: loss_fn must be callable, got {type(self.loss_fn).__name__}")
+        metrics = tuple(tuple(m) for m in self.custom_metrics)
+        seen: set[str] = set()
+        for m in metrics:
+            if len(m) != 3 or not isinstance(m[0], str) or not m[0] or not callable(m[1]) or not isinstance(m[2], bool):
+                raise ValueError(f"custom task {label}: each metric is (name, fn, higher_is_better), got {m!r}")
+            if m[0] in seen:
+                raise ValueError(f"custom task {label}: metric {m[0]!r} is given twice")
+            seen.add(m[0])
+        object.__setattr__(self, "custom_metrics", metrics)
+        if self.reference is not None:
+            ref = self.reference
+            loss_ref, metric_refs = ref.get("loss"), ref.get("metrics", {})
+            if set(ref) - {"loss", "metrics"} or (loss_ref is not None and not isinstance(loss_ref, str)) \
+                    or not isinstance(metric_refs, Mapping) \
+                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in metric_refs.items()):
+                raise ValueError(f"custom task {label}: reference is {{\"loss\": \"module:function\", "
+                                 f"\"metrics\": {{name: \"module:function\"}}}}, got {dict(ref)!r}")
+            unknown = set(metric_refs) - seen
+            if unknown:
+                raise ValueError(f"custom task {label}: reference names metrics it does not have: {sorted(unknown)}")
+            # Frozen means frozen: a caller's later edit of its dict must not change the spec.
+            frozen: dict[str, Any] = {"metrics": MappingProxyType(dict(metric_refs))}
+            if loss_ref is not None:
+                frozen["loss"] = loss_ref
+            object.__setattr__(self, "reference", MappingProxyType(frozen))
+
+    @property
+    def label(self) -> str:
+        """How errors name this task: its quoted name, or what it is while still unnamed."""
+        return repr(self.name) if self.name else f"(unnamed {self.kind})"
+
+    @property
+    def dense(self) -> bool:
+        """True for the kinds that predict a map resized to the target (False for image-level and custom)."""
+        return self.kind in DENSE_KINDS
+
+    # ------------------------------------------------------------------ constructors
+
+    def named(self, name: str) -> "TaskSpec":
+        """This spec under `name` (constructors return unnamed specs; a model's task dict names them)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a task name is a non-empty string, got {name!r}")
+        return dataclasses.replace(self, name=name)
+
+    @classmethod
+    def segmentation(cls, classes: int, ignore_index: int = IGNORE_INDEX) -> "TaskSpec":
+        """Per-pixel classes: cross-entropy; mIoU and pixel accuracy."""
+        return cls("", "segmentation", classes, ignore_index=ignore_index)
+
+    @classmethod
+    def depth(cls) -> "TaskSpec":
+        """Per-pixel depth (positive where known): L1; absolute/relative error and delta accuracies."""
+        return cls("", "depth", 1)
+
+    @classmethod
+    def normal(cls) -> "TaskSpec":
+        """Per-pixel surface normals: cosine loss; angle errors."""
+        return cls("", "normal", 3)
+
+    @classmethod
+    def edge(cls) -> "TaskSpec":
+        """Per-pixel edge map: MSE; MAE in delta_T."""
+        return cls("", "edge", 1)
+
+    @classmethod
+    def keypoint(cls) -> "TaskSpec":
+        """Per-pixel keypoint heat map: MSE; MSE in delta_T."""
+        return cls("", "keypoint", 1)
+
+    @classmethod
+    def classification(cls, classes: int, ignore_index: int = CLASS_IGNORE_INDEX) -> "TaskSpec":
+        """One class per image: cross-entropy; accuracy, and top-5 accuracy when there are more than 5 classes."""
+        return cls("", "classification", classes, ignore_index=ignore_index)
+
+    @classmethod
+    def regression(cls, outputs: int = 1, loss: str = "l1") -> "TaskSpec":
+        """`outputs` values per image: L1 or MSE over finite targets; MAE (in delta_T) and MSE."""
+        return cls("", "regression", outputs, regression_loss=loss)
+
+    @classmethod
+    def binary(cls, labels: int) -> "TaskSpec":
+        """Multi-label, `labels` yes/no per image: BCE with logits; mean average precision."""
+        return cls("", "binary", labels)
+
+    @classmethod
+    def custom(cls, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | str | None,
+               metrics: Mapping[str, tuple[Callable[[torch.Tensor, torch.Tensor], Any] | str, str]] | None = None,
+               channels: int = 0) -> "TaskSpec":
+        """Your own loss and metrics: `metrics` is {name: (fn, "higher" | "lower")}.
+
+        Functions may be given as "module:function" strings; those are imported now and
+        recorded, which is what lets `to_dict` save the task. Every metric is in delta_T.
+        """
+        loss_fn, loss_ref = (None, None) if loss is None else _resolve("custom loss", loss)
+        entries, metric_refs = [], {}
+        for name, spec in (metrics or {}).items():
+            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise ValueError(f"metric {name!r}: give (fn, \"higher\" | \"lower\"), got {spec!r}")
+            fn, ref = _resolve(f"metric {name!r}", spec[0])
+            entries.append((name, fn, _direction(name, spec[1])))
+            if ref is not None:
+                metric_refs[name] = ref
+        reference: dict[str, Any] | None = None
+        if loss_ref is not None or metric_refs:
+            reference = {"metrics": metric_refs}
+            if loss_ref is not None:
+                reference["loss"] = loss_ref
+        return cls("", "custom", channels, loss_fn=loss_fn, custom_metrics=tuple(entries), reference=reference)
+
+    # ------------------------------------------------------------------ loss and metrics
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
+        if self.kind == "classification":
+            return (Metric("accuracy", True),) + ((Metric("top5", True),) if self.channels > 5 else ())
+        if self.kind == "custom":
+            return tuple(Metric(name, higher) for name, _, higher in self.custom_metrics)
         return _METRICS[self.kind]
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss, on the valid pixels of `target`.
+        """The training loss, on the valid pixels (or images, or values) of `target`.
 
         Keypoint and edge maps are sparse: L1's minimiser is the conditional *median*,
         which is 0 wherever a pixel is off a line more often than on one, so L1 training
         learns to predict zeros. Squared error's minimiser is the conditional mean, a soft
         map that peaks where lines are likely; so those two tasks train with MSE, while
         their papers' metric (mean absolute error) is still reported.
+
+        Image-level kinds are not resized (see `image.py`); a custom task's loss gets the
+        prediction and target exactly as given.
         """
+        if not self.dense:
+            return self._image_loss(pred, target)
         pred = resize_to(pred, target.shape[-2:])
         if self.kind == "segmentation":
             weight = None if self.class_weights is None else \
@@ -108,10 +332,40 @@ class TaskSpec:
             return (pred - target).abs()[valid].mean()
         return ((pred - target) ** 2)[valid].mean()
 
+    def _image_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from . import image
+
+        if self.kind == "classification":
+            return image.classification_loss(pred, target, self.channels, self.ignore_index, self.class_weights,
+                                             self.label)
+        if self.kind == "regression":
+            return image.regression_loss(pred, target, self.channels, self.regression_loss, self.label)
+        if self.kind == "binary":
+            return image.binary_loss(pred, target, self.channels, self.label)
+        assert self.loss_fn is not None  # checked at construction
+        out = self.loss_fn(pred, target)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"custom task {self.label}: the loss must return a tensor, got {type(out).__name__}")
+        return out
+
     def accumulator(self, convention: str = "standard") -> "MetricAccumulator":
-        """Metrics by `convention`: `standard` (pixel-level over the split) or `adashare` (see `CONVENTIONS`)."""
+        """Metrics by `convention`: `standard` (pixel-level over the split) or `adashare` (see `CONVENTIONS`).
+
+        The conventions differ only in how dense maps are resized and averaged; image-level
+        and custom kinds compute the same figures under both.
+        """
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown metric convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
+        if not self.dense:
+            from . import image
+
+            if self.kind == "classification":
+                return image.ClassificationMetrics(self.channels, self.ignore_index, self.label)
+            if self.kind == "regression":
+                return image.RegressionMetrics(self.channels, self.label)
+            if self.kind == "binary":
+                return image.BinaryMetrics(self.channels, self.label)
+            return image.CustomMetrics(self.custom_metrics)
         if self.kind == "segmentation":
             return SegmentationMetrics(self.channels, self.ignore_index, convention)
         if self.kind == "normal":
@@ -120,12 +374,64 @@ class TaskSpec:
             return DepthMetrics(convention)
         return DenseErrorMetrics(convention)
 
+    # ------------------------------------------------------------------ saving
+
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "channels": self.channels}
+        """The spec as JSON-ready data (without its name, which is the key it is saved under).
+
+        Settings are written only where they differ from the field defaults, so dense specs
+        save exactly as before. Class weights come from the data and are not saved.
+        A custom task saves its functions' "module:function" references; one built from
+        plain Python functions cannot be saved, and says so.
+        """
+        out: dict[str, object] = {"kind": self.kind, "channels": self.channels}
+        if self.kind in ("segmentation", "classification") and self.ignore_index != IGNORE_INDEX:
+            out["ignore_index"] = self.ignore_index
+        if self.regression_loss != "l1":
+            out["regression_loss"] = self.regression_loss
+        if self.kind == "custom":
+            ref = self.reference or {}
+            metric_refs: Mapping[str, str] = ref.get("metrics", {})
+            if ref.get("loss") is None:
+                raise ValueError(f"custom task {self.label} cannot be saved: its loss must be given as an importable "
+                                 f"\"module:function\" string (Task.custom(\"package.module:my_loss\", ...)), "
+                                 f"not as a Python object")
+            missing = [name for name, _, _ in self.custom_metrics if name not in metric_refs]
+            if missing:
+                raise ValueError(f"custom task {self.label} cannot be saved: metric(s) {', '.join(map(repr, missing))} "
+                                 f"must be given as importable \"module:function\" strings, not as Python objects")
+            out["loss"] = ref["loss"]
+            out["metrics"] = {name: {"fn": metric_refs[name], "direction": "higher" if higher else "lower"}
+                              for name, _, higher in self.custom_metrics}
+        return out
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, object]) -> "TaskSpec":
-        return cls(name=name, kind=str(data["kind"]), channels=int(data["channels"]))  # type: ignore[arg-type]
+        """The spec `to_dict` wrote; custom functions are imported from their references."""
+        kind, channels = str(data["kind"]), int(data["channels"])  # type: ignore[call-overload]
+        if kind == "custom":
+            if not isinstance(data.get("loss"), str):
+                raise ValueError(f"custom task {name!r}: saved spec has no \"loss\" reference (\"module:function\")")
+            metrics_data = data.get("metrics", {})
+            if not isinstance(metrics_data, Mapping):
+                raise ValueError(f"custom task {name!r}: saved \"metrics\" must map names to {{fn, direction}}")
+            metrics: dict[str, tuple[Callable[..., Any] | str, str]] = {}
+            for metric, entry in metrics_data.items():
+                if not isinstance(entry, Mapping) or not isinstance(entry.get("fn"), str):
+                    raise ValueError(f"custom task {name!r}: saved metric {metric!r} needs a \"fn\" reference "
+                                     f"and a \"direction\", got {entry!r}")
+                metrics[str(metric)] = (str(entry["fn"]), str(entry.get("direction")))
+            return cls.custom(str(data["loss"]), metrics, channels=channels).named(name)
+        kwargs: dict[str, Any] = {}
+        if "ignore_index" in data:
+            kwargs["ignore_index"] = int(data["ignore_index"])  # type: ignore[call-overload]
+        if "regression_loss" in data:
+            kwargs["regression_loss"] = str(data["regression_loss"])
+        return cls(name=name, kind=kind, channels=channels, **kwargs)
+
+
+#: The constructor-style name: `Task.classification(10).named("cls")`.
+Task = TaskSpec
 
 
 #: `standard`: every figure is pixel-level over the whole split, predictions resized bilinearly.
@@ -388,5 +694,7 @@ def delta_t(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, M
                 raise ValueError(f"delta_T: baseline {name}.{metric.name} = {b} and value {m}: relative change undefined")
             sign = 1.0 if metric.higher_is_better else -1.0
             parts.append(sign * (m - b) / b * 100.0)
+        if not parts:
+            raise ValueError(f"delta_T: task {name!r} has no metric that counts toward delta_T")
         report.per_task[name] = sum(parts) / len(parts)
     return report

@@ -6,7 +6,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..data.dataset import DataSet, iterate_batches
+from ..data.dataset import to_device, DataSet, batches_of
 from ..tasks.dense import MetricAccumulator, TaskSpec
 
 Predictor = Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
@@ -23,8 +23,8 @@ def collect(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
     """
     accumulators = {name: spec.accumulator(convention) for name, spec in tasks.items()}
     with torch.no_grad():
-        for batch in iterate_batches(dataset, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in batches_of(dataset, batch_size):
+            batch = to_device(batch, device)
             preds = predict(batch)
             for name, acc in accumulators.items():
                 acc.update(preds[name], batch[name])
@@ -60,8 +60,8 @@ def weighted_loss(model: torch.nn.Module, dataset: DataSet, tasks: Mapping[str, 
     count = 0
     try:
         with torch.no_grad():
-            for batch in iterate_batches(dataset, batch_size):
-                batch = {k: v.to(device) for k, v in batch.items()}
+            for batch in batches_of(dataset, batch_size):
+                batch = to_device(batch, device)
                 preds = model(batch["image"])
                 n = batch["image"].shape[0]
                 for name, spec in tasks.items():

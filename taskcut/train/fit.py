@@ -10,7 +10,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import TrainProgress, restore, save_checkpoint
 from ..config import RunConfig, TrainConfig
-from ..data.dataset import DataSet, item_rngs, with_class_weights
+from ..data.dataset import to_device, DataSet, item_rngs, with_class_weights
 from .distributed import all_sum, barrier, sync_batchnorm, world
 from ..errors import TaskcutError
 from .evaluate import weighted_loss
@@ -74,6 +74,36 @@ class BatchStream:
         self.order, self.pos = state["order"], int(state["pos"])
 
 
+class IterableStream:
+    """Batches from a user's own iterable (a DataLoader, a list of dict batches), cycled: each
+    time it runs out it is iterated again. A one-shot iterator that runs out is a clear error.
+    Its position cannot be saved, so runs over it are not resumable."""
+
+    def __init__(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
+        self.batches = batches
+        self.iterator = iter(batches)
+        self.served = 0
+
+    def next(self, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        for attempt in range(2):
+            try:
+                batch = next(self.iterator)
+                self.served += 1
+                return dict(batch)
+            except StopIteration:
+                if attempt or self.iterator is self.batches:  # empty, or a one-shot iterator: it cannot restart
+                    break
+                self.iterator = iter(self.batches)
+        raise TaskcutError(f"the training batches ran out after {self.served}; give a re-iterable source (a "
+                           "DataLoader or a list) or fewer steps")
+
+    def state(self) -> dict[str, Any]:
+        raise TaskcutError("a run over your own batches cannot be checkpointed; use a taskcut data set to resume")
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.state()
+
+
 def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                 tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
     preds = model(batch["image"])
@@ -92,7 +122,8 @@ def train(config: RunConfig, train_set: DataSet, val_set: DataSet,
 
 
 def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, float], cfg: TrainConfig,
-        train_set: DataSet, val_set: DataSet, device: torch.device | str = "cpu",
+        train_set: DataSet | IterableStream, val_set: DataSet | Iterable[Mapping[str, torch.Tensor]] | None,
+        device: torch.device | str = "cpu",
         show_progress: bool = True, label: str = "train", checkpoint: Path | None = None,
         checkpoint_every: int = 0, resume: bool = False) -> TrainResult:
     """The one training loop (base training and fine-tuning): Adam on the weighted task losses.
@@ -106,6 +137,8 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
     A non-finite loss stops the run before the step is applied (no NaN weights), naming the
     task and the step; the last checkpoint stays as it was. Under torchrun each rank trains on
     its share of every global batch (DDP, BatchNorm statistics shared); rank 0 writes.
+    `train_set` may be an `IterableStream` over a user's own batches, and `val_set` any
+    re-iterable of batches, or None: then nothing is chosen and the last weights are kept.
     """
     place = world()
     if cfg.batch_size % place.size:
@@ -115,7 +148,7 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_decay_every, cfg.lr_decay_rate)
                  if cfg.lr_decay_every else None)
-    stream = BatchStream(train_set, cfg.batch_size, cfg.seed)
+    stream = train_set if isinstance(train_set, IterableStream) else BatchStream(train_set, cfg.batch_size, cfg.seed)
     progress = TrainProgress()
     settings = {"label": label, "train": cfg.model_dump(), "tasks": sorted(tasks)}
     if resume:
@@ -134,7 +167,7 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
         with progress_bar(show_progress and place.main) as bar:
             job = bar.add_task(label, total=cfg.steps, completed=progress.step, info="")
             for step in range(progress.step + 1, cfg.steps + 1):
-                batch = {k: v.to(device) for k, v in stream.next(place.rank, place.size).items()}
+                batch = to_device(stream.next(place.rank, place.size), device)
                 losses = task_losses(net, batch, tasks)
                 _stop_if_not_finite(losses, step, checkpoint, progress, device)
                 total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
@@ -147,7 +180,9 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
                     value = float(loss.detach())
                     running[name] = 0.9 * running.get(name, value) + 0.1 * value
                 bar.update(job, advance=1, info=" ".join(f"{n}={v:.3f}" for n, v in running.items()))
-                if step % cfg.val_every == 0 or step == cfg.steps:
+                if val_set is None and step == cfg.steps:
+                    progress.best_step, progress.best_state = step, copy.deepcopy(model.state_dict())
+                elif val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     val_loss, per_task = weighted_loss(model, val_set, tasks, weights, device=device)
                     progress.history.append({"step": step, "val_loss": val_loss,
                                              **{f"val_{k}": v for k, v in per_task.items()}})

@@ -1,0 +1,195 @@
+"""One call per job on any multi-task `nn.Module`: prune, fine-tune, evaluate, export.
+
+The model is the user's: its forward returns `{task: tensor}`; `tasks` maps every output
+name to a `Task` (its kind, loss and metrics); batches are any iterable of dict batches (a
+`DataLoader` works) with the model input under `"image"` and each task's target under its
+name, or any other shape with a `transform=` callable that turns a batch into that dict.
+Every guess is checked on the first batch before any work: outputs against the declared
+tasks, targets present, the model runs; what does not fit is a one-line `TaskcutError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .compact.masking import apply_masks, masks_of, unmask
+from .config import TrainConfig
+from .cut.decompose import evaluating, task_outputs
+from .cut.fuse import check_sparsity, fuse, parse_rule
+from .cut.score import score
+from .cut.select import check_tasks, select
+from .errors import TaskcutError
+from .models.own import TASKS_ATTR
+from .tasks import TaskSpec, delta_t
+
+Batch = Mapping[str, Any]
+Transform = Callable[[Any], Mapping[str, torch.Tensor]]
+
+
+class Batches:
+    """A user's batches, re-iterable when their source is, moved to `device` and passed through `transform`."""
+
+    def __init__(self, source: Iterable[Any], transform: Transform | None = None,
+                 device: torch.device | str = "cpu", what: str = "batches") -> None:
+        if source is None:
+            raise TaskcutError(f"no {what} given")
+        self.source, self.transform, self.device, self.what = source, transform, device, what
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for raw in self.source:
+            batch = self.transform(raw) if self.transform is not None else raw
+            if not isinstance(batch, Mapping):
+                raise TaskcutError(f"a batch of the {self.what} is a {type(batch).__name__}, not a dict: give "
+                                   "transform= to turn it into {'image': input, task: target, ...}")
+            yield {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def first(self) -> dict[str, torch.Tensor]:
+        """The first batch; a one-shot iterator is then continued, not restarted (see `__iter__`)."""
+        iterator = iter(self)
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            raise TaskcutError(f"the {self.what} are empty") from None
+        if iter(self.source) is self.source:  # a one-shot iterator: keep the batch we took
+            self.source = itertools.chain([batch], self.source)
+            self.transform = None
+        return batch
+
+
+def named_tasks(tasks: Mapping[str, TaskSpec]) -> dict[str, TaskSpec]:
+    """`{name: Task}` with each task carrying its name; anything else is a clear error."""
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise TaskcutError("tasks must map every output name of the model to a taskcut.Task")
+    out = {}
+    for name, task in tasks.items():
+        if not isinstance(task, TaskSpec):
+            raise TaskcutError(f"task {name!r} is a {type(task).__name__}, not a taskcut.Task "
+                               "(e.g. Task.segmentation(classes=19) or Task.custom(loss=...))")
+        out[name] = dataclasses.replace(task, name=name)
+    return out
+
+
+def check_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batch: Mapping[str, Any],
+                needed: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Run the model once on `batch`: its outputs must be the declared tasks and the batch must hold
+    the input and the targets of `needed`; the outputs of that run are returned."""
+    if "image" not in batch:
+        raise TaskcutError(f"a batch has no 'image' (the model input); its keys are {sorted(batch)}")
+    missing = [t for t in needed if t not in batch]
+    if missing:
+        raise TaskcutError(f"a batch has no target for task(s) {', '.join(missing)}; its keys are {sorted(batch)}")
+    try:
+        with torch.no_grad(), evaluating(model):
+            raw = model(batch["image"])
+    except Exception as exc:
+        raise TaskcutError(f"{type(model).__name__} fails on a batch's 'image' ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    outputs = task_outputs(raw)
+    if set(outputs) != set(tasks):
+        raise TaskcutError(f"the model's outputs {sorted(outputs)} do not match the declared tasks {sorted(tasks)}")
+    return outputs
+
+
+def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, keep: Sequence[str],
+                sparsity: float, structured: bool = False, rule: str = "vote",
+                example_input: torch.Tensor | None = None, transform: Transform | None = None,
+                device: torch.device | str = "cpu", max_batches: int | None = None) -> nn.Module:
+    """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
+
+    Unstructured (default): `sparsity` is the zeroed fraction of conv/linear weights, held by
+    masks. `structured`: the fraction of parameters removed with whole channels and heads (a
+    smaller dense model; attention heads are kept consistent, layers that cannot be pruned
+    safely are left whole). Scores come from `batches` (at most `max_batches`); the original
+    model is left untouched. The result remembers its tasks, so `save` and `export_model` know them.
+    """
+    named = named_tasks(tasks)
+    check_sparsity(sparsity)
+    data = Batches(batches, transform, device)
+    first = data.first()
+    kept = check_tasks(list(named), keep)
+    check_model(model, named, first, kept)
+    parse_rule(rule, len(kept))
+    example = example_input if example_input is not None else first["image"]
+    small = select(model, kept, example.to(device))
+    specs = {t: named[t] for t in kept}
+    source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else itertools.islice(data, max_batches)
+    scores = score(small, specs, source, device=device)
+    if structured:
+        from .compact.structured import structured_prune
+
+        structured_prune(small, example[:1].to(device), scores, sparsity, rule)
+    else:
+        existing = masks_of(small)
+        fusion = fuse(scores, sparsity, rule, fixed=existing)
+        unmask(small)
+        apply_masks(small, {**existing, **fusion.masks})
+    setattr(small, TASKS_ATTR, specs)
+    return small
+
+
+def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,
+                   val_batches: Iterable[Any] | None = None, lr: float = 5e-4, weights: Mapping[str, float] | None = None,
+                   val_every: int = 50, seed: int = 0, transform: Transform | None = None,
+                   device: torch.device | str = "cpu", show_progress: bool = False) -> nn.Module:
+    """Fine-tune in place on the tasks' losses (weighted by `weights`, default 1); masks keep pruned
+    weights at zero. With `val_batches`, the weights with the lowest validation loss are kept
+    (never give the test split here); without, the last ones."""
+    from .train.fit import IterableStream, fit
+
+    if steps < 1:
+        raise TaskcutError(f"steps must be at least 1, got {steps}")
+    named = named_tasks(tasks)
+    data = Batches(batches, transform, device)
+    check_model(model, named, data.first(), list(named))
+    val = Batches(val_batches, transform, device, "validation batches") if val_batches is not None else None
+    cfg = TrainConfig(steps=steps, lr=lr, val_every=min(val_every, steps), seed=seed, batch_size=1)
+    result = fit(model, named, dict(weights or {}), cfg, IterableStream(data), val, device, show_progress,
+                 label="finetune")
+    return result.model
+
+
+def evaluate_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *,
+                   baseline: nn.Module | None = None, transform: Transform | None = None,
+                   device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Metrics per task over all `batches`, and with a `baseline` model its metrics and delta_T
+    (the baseline may compute more tasks; only these are compared)."""
+    named = named_tasks(tasks)
+    data = Batches(batches, transform, device)
+    check_model(model, named, data.first(), list(named))
+    report: dict[str, Any] = {"metrics": _metrics(model, named, data, device)}
+    if baseline is not None:
+        base = _metrics(baseline, named, data, device)
+        report["baseline"] = {"metrics": base}
+        try:
+            report["baseline"].update(delta_t(report["metrics"], base, named).to_dict())
+        except ValueError as exc:
+            report["baseline"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+    return report
+
+
+def _metrics(model: nn.Module, tasks: Mapping[str, TaskSpec], data: Batches,
+             device: torch.device | str) -> dict[str, dict[str, float]]:
+    from .train.evaluate import evaluate_predictor
+
+    with evaluating(model):
+        return evaluate_predictor(lambda b: task_outputs(model(b["image"])), data, tasks, device=device)
+
+
+def export_model(model: nn.Module, path: str | Path, *, example_input: torch.Tensor, format: str = "onnx",
+                 int8: bool = False, tasks: Mapping[str, TaskSpec] | None = None) -> dict[str, Any]:
+    """Export with outputs named by task and the batch axis dynamic; the file is run on
+    `example_input` against eager PyTorch: fp32 must agree within 1e-4 or nothing is written.
+    Returns the parity (or int8 agreement) figures per task."""
+    from .deploy.export import export_module
+
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
+        raise TaskcutError("example_input must be a batch of model inputs (a tensor)")
+    known = tasks if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}
+    kinds = {name: t.kind for name, t in known.items()}
+    return export_module(model, Path(path), example_input.cpu(), format, int8, kinds)
