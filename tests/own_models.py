@@ -58,7 +58,7 @@ class Block(nn.Module):
 class ViT(nn.Module):
     """A ViT-style encoder with multi-head attention; a dense head on the patch tokens, a classifier on the mean."""
 
-    def __init__(self, dim: int = 32, depth: int = 2, heads: int = 4, patch: int = 8, classes: int = 6,
+    def __init__(self, dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 8, classes: int = 6,
                  scenes: int = 7) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
@@ -81,7 +81,7 @@ class ViT(nn.Module):
 class Sliced(nn.Module):
     """One output conv whose channels the forward slices into tasks."""
 
-    def __init__(self, width: int = 16, classes: int = 6) -> None:
+    def __init__(self, width: int = 24, classes: int = 6) -> None:
         super().__init__()
         self.classes = classes
         self.trunk = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
@@ -161,7 +161,7 @@ def fpn(width: int = 8) -> nn.Module:
     return FPN(width)
 
 
-def vit(dim: int = 32, heads: int = 4) -> nn.Module:
+def vit(dim: int = 64, heads: int = 4) -> nn.Module:
     torch.manual_seed(0)
     return ViT(dim=dim, heads=heads)
 
@@ -184,3 +184,29 @@ def detector() -> nn.Module:
 def gated() -> nn.Module:
     torch.manual_seed(0)
     return Gated()
+
+
+class HFViT(nn.Module):
+    """A `transformers` ViT encoder (built from a config, random weights, nothing downloaded) with our heads."""
+
+    def __init__(self, hidden: int = 32, layers: int = 2, heads: int = 4, classes: int = 6, scenes: int = 7) -> None:
+        super().__init__()
+        from transformers import ViTConfig, ViTModel
+
+        config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                           intermediate_size=2 * hidden, image_size=IMAGE, patch_size=8, num_channels=3)
+        self.encoder = ViTModel(config, add_pooling_layer=False)
+        self.grid = IMAGE // 8
+        self.heads = nn.ModuleDict({"seg": nn.Conv2d(hidden, classes, 1), "scene": nn.Linear(hidden, scenes)})
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.encoder(pixel_values=image, output_hidden_states=True)
+        tokens = out.last_hidden_state
+        b, _, c = tokens.shape
+        inputs = {"seg": tokens[:, 1:].transpose(1, 2).reshape(b, c, self.grid, self.grid), "scene": tokens[:, 0]}
+        return {task: head(inputs[task]) for task, head in self.heads.items()}
+
+
+def hf_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return HFViT()

@@ -62,6 +62,7 @@ CASES: dict[str, tuple[str, dict, list[str]]] = {
     "tagger": ("tagger", {"tags": Task.binary(labels=5), "depth": Task.depth()}, ["tags", "depth"]),
     "detector": ("detector", {"det": DETECTION, "seg": SEG}, ["det"]),
     "gated": ("gated", {"seg": SEG, "depth": Task.depth(), "normal": Task.normal()}, ["seg", "normal"]),
+    "hf-vit": ("hf_vit", {"seg": SEG, "scene": Task.classification(classes=7)}, ["scene"]),
 }
 
 
@@ -136,3 +137,49 @@ def test_structured_pipeline(name: str, tmp_path: Path) -> None:
     assert max(r["max_abs_diff"] for r in parity.values()) <= 1e-4
     again = taskcut.load(taskcut.save(small, tmp_path / "s.safetensors", factory=factory))
     assert _same_outputs(small, again, x)
+
+
+def _query_bias(attention: torch.nn.Module) -> torch.Tensor:
+    if isinstance(attention, torch.nn.MultiheadAttention):
+        return attention.in_proj_bias[: attention.embed_dim]
+    return attention.q_proj.bias
+
+
+def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention) or hasattr(m, "q_proj")]
+
+
+@pytest.mark.parametrize("name", ["vit", "hf-vit"])
+def test_structured_attention_keeps_the_head_layout(name: str, tmp_path: Path) -> None:
+    """Whole dimensions are cut in every head alike: query channel h * head_dim + j survives for all h or none."""
+    model, factory, tasks, keep = _build(name)
+    attentions = _attention_modules(model)
+    heads = [getattr(a, "num_heads", None) or a.num_attention_heads for a in attentions]
+    with torch.no_grad():  # label every query channel by its index, to read off which ones survive
+        for a in attentions:
+            _query_bias(a).copy_(torch.arange(_query_bias(a).numel(), dtype=torch.float32))
+    width = [_query_bias(a).numel() for a in attentions]
+    data = batches(list(tasks))
+    small = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.5, structured=True)
+    prunable = [p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
+                                                              torch.nn.MultiheadAttention))
+                for n, p in m.named_parameters(recurse=False) if p.dim() > 1]
+    after = _attention_modules(small)
+    cut = 0
+    for a, h, w in zip(after, heads, width):
+        kept = _query_bias(a).detach().round().long()
+        head_dim = w // h
+        per_head = {}
+        for index in kept.tolist():
+            per_head.setdefault(index // head_dim, set()).add(index % head_dim)
+        assert len(set(map(frozenset, per_head.values()))) == 1, per_head  # the same dims in every head
+        cut += w - kept.numel()
+    assert cut > 0  # attention was pruned, not only left whole
+    if name == "vit":
+        before_n = sum(p.numel() for p in prunable)
+        after_n = sum(p.numel() for m in small.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
+                                                                            torch.nn.MultiheadAttention))
+                      for n, p in m.named_parameters(recurse=False) if p.dim() > 1)
+        assert 1 - after_n / before_n >= 0.4
+    x = data[0]["image"]
+    assert max(r["max_abs_diff"] for r in taskcut.export_model(small, tmp_path / "a.onnx", example_input=x).values()) <= 1e-4

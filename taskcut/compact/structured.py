@@ -13,6 +13,7 @@ keeps at least one channel. The result is a plain, smaller dense model.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,31 @@ class _Group:
     root_fn: object
     channels: int
     scores: dict[str, torch.Tensor]          # task -> importance per channel (only tasks that use the group)
+    heads: int = 1                           # > 1: the channels are an attention embedding of `heads` heads
+    attention: nn.Module | None = None       # an attention module (not nn.MultiheadAttention) whose sizes follow
+
+
+def _attention_owners(model: nn.Module) -> dict[int, tuple[nn.Module, int]]:
+    """Linear layers inside an attention module that is not `nn.MultiheadAttention` (a `transformers`
+    one, a user's): found by the module's head count (`num_heads` / `num_attention_heads`)."""
+    owners: dict[int, tuple[nn.Module, int]] = {}
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            continue
+        heads = head_count(module)
+        if heads > 1:
+            for child in module.modules():
+                if isinstance(child, nn.Linear):
+                    owners[id(child)] = (module, heads)
+    return owners
+
+
+def head_count(module: nn.Module) -> int:
+    for attr in ("num_heads", "num_attention_heads"):
+        value = vars(module).get(attr)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 @dataclass
@@ -98,24 +124,45 @@ def _head_outputs(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
 def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
     tp = _tp()
     names = {m: n for n, m in model.named_modules()}
+    param_names = {id(p): n for n, p in model.named_parameters()}
+    owners = _attention_owners(model)
     ignored = _head_outputs(model, example)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     out_fns = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
     in_fns = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
     groups: list[_Group] = []
     controls: dict[str, list[int]] = {}
+    exact = True  # False: the group holds layers whose parameter count the counter only estimates
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         root_dep, root_idxs = group[0]
         channels = len(root_idxs)
         per_task: dict[str, torch.Tensor] = {}
         seen: set[tuple[int, object]] = set()
+        heads, attention = 1, None
+        handled: set[str] = set()  # parameters counted through their nn.MultiheadAttention
         for dep, idxs in group:
             module, fn = dep.target.module, dep.pruning_fn
             if (id(module), fn) in seen:  # residual groups list some layers more than once
                 continue
             seen.add((id(module), fn))
             idx = torch.tensor([_idx(i) for i in idxs])
+            exact = exact and isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm))
+            if isinstance(module, nn.Parameter):  # a bare parameter (a position embedding): its last dim
+                key = param_names.get(id(module))
+                if key is not None and len(groups) not in controls.setdefault(key, []):
+                    controls[key].append(len(groups))
+                continue
+            if isinstance(module, nn.MultiheadAttention) and channels == module.embed_dim:
+                heads = module.num_heads  # the embedding is cut the same way in every head
+                base = names[module]
+                for pname, param in [*module.named_parameters(recurse=False),
+                                     *((f"out_proj.{n}", p) for n, p in module.out_proj.named_parameters())]:
+                    key = f"{base}.{pname}"  # the embedding is both dims of the square weights
+                    controls.setdefault(key, []).extend([len(groups)] * param.dim())
+                    handled.add(key)
             prunes_inputs = fn in in_fns  # tuple membership compares with ==, as torch-pruning asks
+            if id(module) in owners and fn in out_fns and channels % owners[id(module)][1] == 0:
+                attention, heads = owners[id(module)]  # queries, keys or values: same dims in every head
             for pname, param in module.named_parameters(recurse=False):
                 if fn in out_fns or (not prunes_inputs and param.dim() == 1):
                     dim = 0  # a layer's outputs, or a norm's per-channel vectors
@@ -124,7 +171,7 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
                 else:
                     continue
                 key = f"{names[module]}.{pname}"
-                if len(groups) not in controls.setdefault(key, []):
+                if key not in handled and len(groups) not in controls.setdefault(key, []):
                     controls[key].append(len(groups))
                 if pname != "weight" or param.dim() < 2:
                     continue
@@ -135,11 +182,13 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
                     reduce = [d for d in range(s.dim()) if d != dim]
                     contribution = s.sum(dim=reduce).index_select(0, idx)
                     per_task[task] = per_task.get(task, torch.zeros(channels, dtype=torch.float64)) + contribution.double()
-        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task))
+        if heads > 1:  # one score per dimension within a head, summed over the heads
+            per_task = {task: s.view(heads, channels // heads).sum(0) for task, s in per_task.items()}
+        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention))
     params = dict(model.named_parameters())
     counter = _Counter(sum(p.numel() for n, p in params.items() if n not in controls),
                        [(params[n].numel(), gs) for n, gs in controls.items()])
-    return graph, groups, counter
+    return graph, groups, counter, exact and not owners
 
 
 def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list[torch.Tensor]],
@@ -151,20 +200,21 @@ def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list
         if not users:
             keeps.append(torch.ones(g.channels, dtype=torch.bool))
             continue
+        channels = g.channels // g.heads  # per head, for an attention embedding
         votes = sum((ranks[t][gi] < k[t]).to(torch.int16) for t in users)
         need = 1 if len(users) == 1 else rule.threshold(len(users))
         keep = votes >= need
         wanted = max(1, int(keep.sum()))  # never remove a whole layer
-        if round_to > 1 and g.channels >= 4 * round_to:
+        if round_to > 1 and g.heads == 1 and channels >= 4 * round_to:
             # CPU kernels run channel counts in multiples of their vector width much faster than
             # ragged ones: round the kept count up, adding the next channels by vote, then score.
             wanted = min(g.channels, -(-wanted // round_to) * round_to)
         if wanted != int(keep.sum()):
             total = sum(g.scores[t] / g.scores[t].sum().clamp(min=1e-30) for t in users)
             priority = votes.double() + 0.5 * total / total.max().clamp(min=1e-30)
-            keep = torch.zeros(g.channels, dtype=torch.bool)
+            keep = torch.zeros(channels, dtype=torch.bool)
             keep[torch.argsort(priority, descending=True, stable=True)[:wanted]] = True
-        keeps.append(keep)
+        keeps.append(keep.repeat(g.heads))  # channel h * head_dim + j is dimension j of head h
     return keeps
 
 
@@ -182,7 +232,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         raise TaskcutError("score-sum is not available for structured pruning; use vote, majority, union or intersection")
     masked = list(unmask(model))  # torch-pruning edits plain weights; masks come back from the zeros after
     with evaluating(model):  # tracing runs forwards: BatchNorm statistics must not move
-        graph, groups, counter = _groups(model, example, scores)
+        graph, groups, counter, exact = _groups(model, example, scores)
     channels = [g.channels for g in groups]
     total = sum(p.numel() for p in model.parameters())
     ranks: dict[str, list[torch.Tensor]] = {}
@@ -205,26 +255,72 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         keeps = _keep_sets(groups, parsed, r, ranks, sizes, round_to)
         return total - counter.count([int(k.sum()) for k in keeps], channels), keeps
 
+    def closest(target: float) -> tuple[int, list[torch.Tensor]]:
+        lo, hi = 0.0, 1.0
+        best = removed(1.0)
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            cur = removed(mid)
+            if abs(cur[0] - target) < abs(best[0] - target):
+                best = cur
+            if cur[0] > target:
+                lo = mid
+            else:
+                hi = mid
+        return best
+
     target = sparsity * total
-    lo, hi = 0.0, 1.0
-    best = removed(1.0)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        cur = removed(mid)
-        if abs(cur[0] - target) < abs(best[0] - target):
-            best = cur
-        if cur[0] > target:
-            lo = mid
-        else:
-            hi = mid
-    for g, keep in zip(groups, best[1]):
-        drop = torch.nonzero(~keep).flatten().tolist()
-        if drop:
-            graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+    predicted, keeps = closest(target)
+    for _ in range(3 if not exact else 0):
+        # attention and bare parameters make the count an estimate: prune a copy, measure, correct
+        trial = copy.deepcopy(model)
+        with evaluating(trial):
+            trial_graph, trial_groups, _, _ = _groups(trial, example, scores)
+        _cut(trial_graph, trial_groups, keeps)
+        actual = total - sum(p.numel() for p in trial.parameters())
+        if abs(actual - target) <= 0.25 * STRUCTURED_TOLERANCE * total or actual <= 0:
+            break
+        predicted, keeps = closest(target * max(predicted, 1) / actual)
+    _cut(graph, groups, keeps)
     remask_zeros(model, masked)
+    _check_runs(model, example)
     after = sum(p.numel() for p in model.parameters())
     achieved = 1.0 - after / total
     return {"parameters_before": total, "parameters_after": after, "sparsity": achieved}
+
+
+def _cut(graph, groups: list[_Group], keeps: list[torch.Tensor]) -> None:
+    """Remove every channel outside its group's keep set (and follow with attention sizes)."""
+    for g, keep in zip(groups, keeps):
+        drop = torch.nonzero(~keep).flatten().tolist()
+        if drop:
+            graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+            if g.attention is not None:
+                _resize_attention(g.attention, g.heads, g.channels, int(keep.sum()))
+
+
+def _resize_attention(module: nn.Module, heads: int, before: int, after: int) -> None:
+    """Bring an attention module's own sizes to its narrower projections: the head dimension
+    (`before // heads` -> `after // heads`) and the total (`before` -> `after`), wherever the
+    module keeps them as integers; the head count stays."""
+    for attr, value in list(vars(module).items()):
+        if attr in ("num_heads", "num_attention_heads") or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value == before // heads:
+            setattr(module, attr, after // heads)
+        elif value == before:
+            setattr(module, attr, after)
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    """Never hand back a model that no longer runs."""
+    try:
+        with torch.no_grad(), evaluating(model):
+            model(example)
+    except Exception as exc:
+        raise TaskcutError(f"structured pruning left {type(model).__name__} unable to run ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); prune it unstructured or "
+                           "report the layer") from exc
 
 
 def reshape_like(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:

@@ -59,19 +59,19 @@ def build_from_factory(factory: str, kwargs: Mapping[str, Any] | None = None) ->
 
 
 def changed_structure(model: nn.Module, reference: nn.Module) -> dict[str, Any]:
-    """What pruning changed against a freshly built `reference`: tensor shapes and integer attributes."""
+    """What pruning changed against a freshly built `reference`: tensor shapes and integer attributes
+    (channel and head counts, a LayerNorm's shape), each keyed by its module's name."""
     ref_state = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     shapes = {k: list(v.shape) for k, v in _plain_tensors(model).items()
               if k in ref_state and ref_state[k] != tuple(v.shape)}
     ref_modules = dict(reference.named_modules())
-    attributes: dict[str, dict[str, int]] = {}
+    attributes: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         ref = ref_modules.get(name)
         if ref is None:
             continue
-        changed = {k: v for k, v in vars(module).items()
-                   if isinstance(v, int) and not isinstance(v, bool) and isinstance(vars(ref).get(k), int)
-                   and vars(ref)[k] != v}
+        changed = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(module).items()
+                   if _sizes(v) and _sizes(vars(ref).get(k)) and type(v) is type(vars(ref)[k]) and vars(ref)[k] != v}
         if changed:
             attributes[name] = changed
     return {"shapes": shapes, "attributes": attributes}
@@ -96,8 +96,18 @@ def restore_structure(model: nn.Module, structure: Mapping[str, Any]) -> nn.Modu
     for name, values in structure.get("attributes", {}).items():
         module = model.get_submodule(name) if name else model
         for key, value in values.items():
-            setattr(module, key, int(value))
+            setattr(module, key, tuple(int(v) for v in value) if isinstance(value, list) else int(value))
     return model
+
+
+def _sizes(value: object) -> bool:
+    """An integer, or a tuple of integers (a LayerNorm's normalized_shape): what channel pruning changes."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, tuple) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in value)
 
 
 def _plain_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
