@@ -125,6 +125,11 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
         from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
 
         result = structured_prune(small, example[:1].to(device), scores, sparsity, rule, round_to)
+        if result["left_whole"]:
+            from .progress import console
+
+            console.print(f"left whole (their channels cannot be cut safely): {', '.join(result['left_whole'])}",
+                          highlight=False, soft_wrap=True)
         if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
             raise TaskcutError(f"structured pruning reached {result['sparsity']:.4f} of the parameters removed, not "
                                f"{sparsity} within {STRUCTURED_TOLERANCE}: the model has too few prunable channels "

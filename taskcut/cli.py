@@ -137,8 +137,13 @@ def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
         return
     model = load(model_file)
     table = Table(title=str(model_file), show_header=False)
-    table.add_row("architecture", f"{spec['model']['arch']} (ResNet-{spec['model']['depth']}, width {spec['model']['width']})")
-    table.add_row("tasks", ", ".join(f"{n} ({t['kind']}, {t['channels']})" for n, t in spec["model"]["tasks"].items()))
+    if "factory" in spec["model"]:
+        table.add_row("architecture", f"own model from {spec['model']['factory']} {spec['model'].get('kwargs') or ''}")
+        table.add_row("tasks", ", ".join(f"{n} ({t['kind']})" for n, t in (spec.get("tasks") or {}).items()))
+    else:
+        table.add_row("architecture", f"{spec['model']['arch']} (ResNet-{spec['model']['depth']}, width "
+                                      f"{spec['model']['width']})")
+        table.add_row("tasks", ", ".join(f"{n} ({t['kind']}, {t['channels']})" for n, t in spec["model"]["tasks"].items()))
     table.add_row("parameters", f"{count_parameters(model):,}")
     table.add_row("file size", f"{model_file.stat().st_size / 1e6:.2f} MB")
     for key, value in spec.get("provenance", {}).items():
@@ -155,10 +160,14 @@ def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
 @app.command("prune")
 @_clean_errors
 def prune_cmd(
-    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
+    base: Optional[Path] = typer.Argument(None, help="The pre-trained multi-task model file (not with an own "
+                                                     "model's --config, which names it)."),
     tasks: str = typer.Option(..., help="Comma-separated tasks to keep, e.g. seg,depth."),
     sparsity: float = typer.Option(..., help="Fraction of prunable weights to zero, in [0, 1)."),
-    data: str = typer.Option(..., help="KIND:PATH of the data whose train split is scored, e.g. synth:DIR."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH of the data whose train split is scored, e.g. "
+                                                  "synth:DIR (an own model's --config names its data)."),
+    config: Optional[Path] = typer.Option(None, help="YAML naming your own model's factory, weights, tasks and "
+                                                     "data (see the README's 'Your own model')."),
     out_file: Path = typer.Option(..., "--out", help="Compact model file to write."),
     fusion: str = typer.Option("vote", help="vote, vote:K, majority, union, intersection or score-sum."),
     structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
@@ -173,6 +182,15 @@ def prune_cmd(
     from .experiments.prune import prune
 
     _check_device(device)
+    if _own(config):
+        from .experiments.own import load_own_config, prune_own
+
+        own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
+                        batches, force, device)
+        out.print(f"{', '.join(own['tasks'])}: {own['parameters_before']:,} -> {own['parameters_after']:,} "
+                  f"non-zero parameters; wrote {out_file}")
+        return
+    base, data = _zoo_inputs(base, data)
     with _distributed(device) as device:
         summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
                         not quiet, structured)
@@ -197,7 +215,7 @@ def prune_cmd(
 @_clean_errors
 def finetune_cmd(
     model_file: Path = typer.Argument(..., help="A (compact) model file."),
-    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR (an own model's --config names its data)."),
     out_file: Path = typer.Option(..., "--out", help="Fine-tuned model file to write."),
     steps: int = typer.Option(300, min=1, help="Training steps."),
     batch_size: int = typer.Option(32, min=1),
@@ -205,7 +223,8 @@ def finetune_cmd(
     val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
     preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
                                                     "preset's finetune section, e.g. nyuv2; replaces the four above."),
-    config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule, or "
+                                                     "an own model's YAML (factory, tasks, data)."),
     checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
     resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
     device: str = typer.Option("cpu"),
@@ -217,6 +236,13 @@ def finetune_cmd(
     from .experiments.pipeline import finetune_file
 
     _check_device(device)
+    if _own(config):
+        from .experiments.own import finetune_own, load_own_config
+
+        finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet)
+        out.print(f"fine-tuned {steps} steps; wrote {out_file}")
+        return
+    _, data = _zoo_inputs(model_file, data)
     schedule, crop = None, None
     if preset is not None or config is not None:
         cfg = load_config(preset, config)
@@ -237,9 +263,11 @@ def finetune_cmd(
 @_clean_errors
 def evaluate_cmd(
     model_file: Path = typer.Argument(..., help="A model file."),
-    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR (an own model's --config names its data)."),
     split: str = typer.Option("test", help="train, val or test."),
-    baseline: Optional[Path] = typer.Option(None, help="Dense model for delta_T (restricted to the same tasks)."),
+    baseline: Optional[Path] = typer.Option(None, help="Dense model for delta_T (restricted to the same tasks); "
+                                                       "with an own model's --config, 'base' is its base model."),
+    config: Optional[Path] = typer.Option(None, help="An own model's YAML (factory, tasks, data)."),
     control: bool = typer.Option(True, help="With --baseline and a fine-tuned model, also fine-tune the dense model "
                                              "on the same tasks with the same schedule (cached) and report delta_T "
                                              "against it: the control for the extra training."),
@@ -254,8 +282,17 @@ def evaluate_cmd(
     from .experiments.pipeline import evaluate_file
 
     _check_device(device)
-    report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
-                            control=control, show_progress=not quiet)
+    if _own(config):
+        from .experiments.own import evaluate_own, load_own_config
+        from .fileio import check_writable, write_text
+
+        if out_file is not None:
+            check_writable(out_file, force)
+        report = evaluate_own(model_file, load_own_config(config), split, baseline, device)
+    else:
+        _, data = _zoo_inputs(model_file, data)
+        report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
+                               control=control, show_progress=not quiet)
     references = [(key, title) for key, title in (("baseline", "dense"), ("control", "dense + same fine-tuning"))
                   if key in report]
     table = Table(title=f"{model_file} on {split}")
@@ -275,6 +312,8 @@ def evaluate_cmd(
         else:
             out.print(f"delta_T vs {title}: {report[key]['delta_T']:+.2f}%")
     if out_file is not None:
+        if _own(config):
+            write_text(out_file, json.dumps(report, indent=2))
         out.print(f"wrote {out_file}")
 
 
@@ -348,12 +387,23 @@ def export_cmd(
     out_file: Path = typer.Option(..., "--out", help="File to write."),
     int8: bool = typer.Option(False, "--int8", help="Static int8 quantisation (ONNX only)."),
     size: tuple[int, int] = typer.Option((64, 64), help="Height and width of the sample inputs for the check."),
+    config: Optional[Path] = typer.Option(None, help="An own model's YAML: its test batches are the sample inputs."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Export to ONNX or TorchScript with outputs named by task; checked against eager PyTorch."""
     from .deploy.export import export
 
-    report = export(model_file, fmt, out_file, int8, size, force)
+    if _own(config):
+        from .api import export_model
+        from .experiments.own import first_input, load_own_config
+        from .fileio import check_writable
+        from .models import load
+
+        check_writable(out_file, force)
+        report = export_model(load(model_file), out_file, example_input=first_input(load_own_config(config)),
+                              format=fmt, int8=int8)
+    else:
+        report = export(model_file, fmt, out_file, int8, size, force)
     table = Table(title=f"{fmt}{' int8' if int8 else ''} against eager PyTorch")
     table.add_column("task")
     for key in dict.fromkeys(k for r in report.values() for k in r):
@@ -423,6 +473,22 @@ def demo_cmd(
               f"fine-tuned vs the dense control (same fine-tuning): {result['finetuned_delta_T_control']:+.2f}%; "
               f"achieved sparsity {result['prune']['achieved']:.4f}; total {result['seconds']:.0f} s")
     out.print(f"wrote {out_dir / 'report.md'}")
+
+
+def _own(config: Optional[Path]) -> bool:
+    """Whether --config names an own model (a YAML with model.factory) rather than a preset-style config."""
+    from .experiments.own import is_own_config
+
+    return is_own_config(config)
+
+
+def _zoo_inputs(base: Optional[Path], data: Optional[str]) -> tuple[Path, str]:
+    """A zoo run needs the model file and --data; an own model's --config would name both."""
+    if base is None:
+        raise TaskcutError("give the model file (or --config own.yaml naming your model's factory)")
+    if data is None:
+        raise TaskcutError("give --data KIND:PATH (or --config own.yaml naming your data's factory)")
+    return base, data
 
 
 def _task_list(text: str) -> list[str]:

@@ -156,6 +156,64 @@ class Gated(FPN):
         return super().forward(x)
 
 
+def _targets(task: str, batch: int, g: torch.Generator) -> torch.Tensor:
+    size = IMAGE
+    if task == "seg":
+        return torch.randint(0, 6, (batch, size, size), generator=g)
+    if task == "depth":
+        return torch.rand(batch, 1, size, size, generator=g) + 0.5
+    if task == "normal":
+        return F.normalize(torch.randn(batch, 3, size, size, generator=g), dim=1)
+    if task == "scene":
+        return torch.randint(0, 7, (batch,), generator=g)
+    if task == "tags":
+        return torch.randint(0, 2, (batch, 5), generator=g).float()
+    if task == "det":
+        cells = size // 4
+        box = torch.rand(batch, 4, cells, cells, generator=g)
+        obj = torch.randint(0, 2, (batch, 1, cells, cells), generator=g).float()
+        cls = torch.randint(0, 3, (batch, 1, cells, cells), generator=g).float()
+        return torch.cat([box, obj, cls], 1)
+    raise AssertionError(task)
+
+
+def batches(tasks: list[str], n: int = 3, size: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.rand(size, 3, IMAGE, IMAGE, generator=g),
+             **{t: _targets(t, size, g) for t in tasks}} for _ in range(n)]
+
+
+def data(tasks: list[str], n: int = 3, size: int = 4) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """A user's data factory: train/val/test splits of dict batches (different seeds)."""
+    return {split: batches(tasks, n, size, seed) for seed, split in enumerate(("train", "val", "test"))}
+
+
+class HardCodedHeads(nn.Module):
+    """Attention whose forward hard-codes its head layout (`view(b, n, 4, 8)`): it cannot be cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 8, stride=8)
+        self.qkv = nn.Linear(32, 96)
+        self.proj = nn.Linear(32, 32)
+        self.heads = nn.ModuleDict({"seg": nn.Conv2d(32, 6, 1), "depth": nn.Conv2d(32, 1, 1)})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.embed(x)
+        b, c, h, w = f.shape
+        t = f.flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(t).view(b, h * w, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1) @ v
+        t = t + self.proj(a.transpose(1, 2).reshape(b, h * w, 32))
+        g = t.transpose(1, 2).reshape(b, c, h, w)
+        return {task: head(g) for task, head in self.heads.items()}
+
+
+def hard_coded() -> nn.Module:
+    torch.manual_seed(0)
+    return HardCodedHeads()
+
+
 def fpn(width: int = 8) -> nn.Module:
     torch.manual_seed(0)
     return FPN(width)

@@ -23,31 +23,7 @@ from . import own_models
 SEG = Task.segmentation(classes=6)
 
 
-def _targets(task: str, batch: int, g: torch.Generator) -> torch.Tensor:
-    size = own_models.IMAGE
-    if task == "seg":
-        return torch.randint(0, 6, (batch, size, size), generator=g)
-    if task == "depth":
-        return torch.rand(batch, 1, size, size, generator=g) + 0.5
-    if task == "normal":
-        return F.normalize(torch.randn(batch, 3, size, size, generator=g), dim=1)
-    if task == "scene":
-        return torch.randint(0, 7, (batch,), generator=g)
-    if task == "tags":
-        return torch.randint(0, 2, (batch, 5), generator=g).float()
-    if task == "det":
-        cells = size // 4
-        box = torch.rand(batch, 4, cells, cells, generator=g)
-        obj = torch.randint(0, 2, (batch, 1, cells, cells), generator=g).float()
-        cls = torch.randint(0, 3, (batch, 1, cells, cells), generator=g).float()
-        return torch.cat([box, obj, cls], 1)
-    raise AssertionError(task)
-
-
-def batches(tasks: list[str], n: int = 3, size: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.rand(size, 3, own_models.IMAGE, own_models.IMAGE, generator=g),
-             **{t: _targets(t, size, g) for t in tasks}} for _ in range(n)]
+batches = own_models.batches
 
 
 DETECTION = Task.custom(loss=own_models.detection_loss,

@@ -133,9 +133,15 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
     groups: list[_Group] = []
     controls: dict[str, list[int]] = {}
     exact = True  # False: the group holds layers whose parameter count the counter only estimates
+    left_whole: list[str] = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         root_dep, root_idxs = group[0]
         channels = len(root_idxs)
+        if any(len(idxs) != channels for _, idxs in group):
+            # a layer couples to these channels other than one to one (a reshape into heads, say):
+            # cutting them could scramble what the forward computes, so the group stays whole
+            left_whole.append(names.get(root_dep.target.module, str(root_dep.target)))
+            continue
         per_task: dict[str, torch.Tensor] = {}
         seen: set[tuple[int, object]] = set()
         heads, attention = 1, None
@@ -188,7 +194,7 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
     params = dict(model.named_parameters())
     counter = _Counter(sum(p.numel() for n, p in params.items() if n not in controls),
                        [(params[n].numel(), gs) for n, gs in controls.items()])
-    return graph, groups, counter, exact and not owners
+    return graph, groups, counter, exact and not owners, left_whole
 
 
 def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list[torch.Tensor]],
@@ -223,6 +229,8 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
     """Remove channels of `model` in place; returns the achieved figures.
 
     A masked model (a compact file, an imported pruned checkpoint) keeps its zeros as masks.
+    Groups whose layers couple to the channels other than one to one are left whole and
+    listed under `left_whole`; a result that no longer runs is an error, never returned.
     Groups of at least 4 x `round_to` channels keep a multiple of `round_to` channels
     (1 turns this off): the same parameter budget then runs markedly faster on CPUs.
     """
@@ -232,7 +240,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         raise TaskcutError("score-sum is not available for structured pruning; use vote, majority, union or intersection")
     masked = list(unmask(model))  # torch-pruning edits plain weights; masks come back from the zeros after
     with evaluating(model):  # tracing runs forwards: BatchNorm statistics must not move
-        graph, groups, counter, exact = _groups(model, example, scores)
+        graph, groups, counter, exact, left_whole = _groups(model, example, scores)
     channels = [g.channels for g in groups]
     total = sum(p.numel() for p in model.parameters())
     ranks: dict[str, list[torch.Tensor]] = {}
@@ -275,7 +283,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         # attention and bare parameters make the count an estimate: prune a copy, measure, correct
         trial = copy.deepcopy(model)
         with evaluating(trial):
-            trial_graph, trial_groups, _, _ = _groups(trial, example, scores)
+            trial_graph, trial_groups, *_ = _groups(trial, example, scores)
         _cut(trial_graph, trial_groups, keeps)
         actual = total - sum(p.numel() for p in trial.parameters())
         if abs(actual - target) <= 0.25 * STRUCTURED_TOLERANCE * total or actual <= 0:
@@ -286,7 +294,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
     _check_runs(model, example)
     after = sum(p.numel() for p in model.parameters())
     achieved = 1.0 - after / total
-    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved}
+    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved, "left_whole": left_whole}
 
 
 def _cut(graph, groups: list[_Group], keeps: list[torch.Tensor]) -> None:

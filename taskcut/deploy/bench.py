@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
 from .export import TupleOutputs, _onnx, baked, ort_session
 from ..models import load
@@ -49,8 +50,10 @@ def measure(path: Path, runtime: str = "onnxruntime", threads: int = 2, size: tu
         raise TaskcutError("--threads and --runs must be at least 1")
     model = baked(load(path))
     image = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        tasks = list(task_outputs(model(image)))
     stats: dict[str, Any] = {
-        "model": str(path), "tasks": model.tasks, "parameters": sum(p.numel() for p in model.parameters()),
+        "model": str(path), "tasks": tasks, "parameters": sum(p.numel() for p in model.parameters()),
         "nonzero_parameters": sum(int((p != 0).sum()) for p in model.parameters()),
         "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime,
         "threads": threads, "size": list(size),
@@ -66,7 +69,7 @@ def measure(path: Path, runtime: str = "onnxruntime", threads: int = 2, size: tu
     else:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            _onnx(TupleOutputs(model).eval(), image, onnx_path)
+            _onnx(TupleOutputs(model, tasks).eval(), image, onnx_path)
             session = ort_session(onnx_path, threads)
             feed = {"image": image.numpy()}
             times = _time(lambda: session.run(None, feed), warmup, runs)

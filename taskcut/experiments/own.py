@@ -1,0 +1,280 @@
+"""Own models from the command line: a YAML file names the user's factories, tasks and data.
+
+```yaml
+model:
+  factory: mypkg.models:build        # called with kwargs; returns the nn.Module
+  kwargs: {width: 64}
+  weights: base.safetensors          # optional: a safetensors state_dict or a taskcut model file
+tasks:                               # every output of the model, by name
+  seg: {kind: segmentation, classes: 19}
+  depth: {kind: depth}
+  scene: {kind: classification, classes: 10}
+  boxes: {loss: "mypkg.losses:box_loss", metrics: {ap: ["mypkg.metrics:ap", higher]}}
+data:
+  factory: mypkg.data:splits         # returns {"train": batches, "val": batches, "test": batches}
+  kwargs: {root: /data/mine}
+  transform: mypkg.data:to_dict      # optional: turns one of your batches into {"image": ..., task: ...}
+```
+
+Importing a factory runs the user's code (as importing their package would); weights are
+read from safetensors, never unpickled.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import TaskcutError
+from ..models.own import build_from_factory, import_callable
+from ..tasks import Task, TaskSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OwnModel(_Strict):
+    factory: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: Path | None = None
+
+
+class OwnTask(_Strict):
+    kind: Literal["segmentation", "normal", "depth", "keypoint", "edge", "classification", "regression", "binary",
+                  "custom"] | None = None
+    classes: int | None = Field(default=None, ge=2)
+    labels: int | None = Field(default=None, ge=1)
+    outputs: int = Field(default=1, ge=1)
+    regression_loss: Literal["l1", "mse"] = "l1"
+    ignore_index: int | None = None
+    loss: str | None = None
+    metrics: dict[str, tuple[str, Literal["higher", "lower"]]] = Field(default_factory=dict)
+    loss_weight: float = Field(default=1.0, ge=0)
+
+
+class OwnData(_Strict):
+    factory: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    transform: str | None = None
+
+
+class OwnConfig(_Strict):
+    """An own model, its tasks and its data, from YAML (`load_own_config`)."""
+
+    model: OwnModel
+    tasks: dict[str, OwnTask]
+    data: OwnData
+    finetune: dict[str, Any] = Field(default_factory=dict)
+    path: Path | None = None
+
+    @cached_property
+    def specs(self) -> dict[str, TaskSpec]:
+        return {name: task_spec(name, t) for name, t in self.tasks.items()}
+
+    def weights(self) -> dict[str, float]:
+        return {name: t.loss_weight for name, t in self.tasks.items()}
+
+    def build(self) -> nn.Module:
+        """The base model: the factory's module with the configured weights loaded."""
+        model = build_from_factory(self.model.factory, self.model.kwargs)
+        if self.model.weights is not None:
+            load_weights(model, self._resolve(self.model.weights))
+        return model.eval()
+
+    def splits(self) -> dict[str, Iterable[Any]]:
+        splits = build_data(self.data)
+        if not isinstance(splits, dict) or "train" not in splits:
+            raise TaskcutError(f"data factory {self.data.factory!r} must return a dict with 'train' (and 'val', "
+                               f"'test') batches, got {type(splits).__name__}")
+        return splits
+
+    def split(self, name: str) -> Iterable[Any]:
+        splits = self.splits()
+        if name not in splits:
+            raise TaskcutError(f"data factory {self.data.factory!r} has no {name!r} split; it has {sorted(splits)}")
+        return splits[name]
+
+    def transform(self):
+        return import_callable(self.data.transform, "data transform") if self.data.transform else None
+
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() or self.path is None else self.path.parent / path
+
+
+def task_spec(name: str, t: OwnTask) -> TaskSpec:
+    """A `Task` from its YAML entry; a task with neither a kind nor a loss is a clear error."""
+    kind = t.kind or ("custom" if t.loss else None)
+    if kind is None:
+        raise TaskcutError(f"task {name!r} has no kind and no loss: give kind: (segmentation, depth, classification, "
+                           "...) or loss: 'package.module:function'")
+    try:
+        if kind in ("segmentation", "classification"):
+            if t.classes is None:
+                raise TaskcutError(f"task {name!r} ({kind}) needs classes:")
+            extra = {} if t.ignore_index is None else {"ignore_index": t.ignore_index}
+            spec = getattr(Task, kind)(t.classes, **extra)
+        elif kind == "binary":
+            if t.labels is None:
+                raise TaskcutError(f"task {name!r} (binary) needs labels:")
+            spec = Task.binary(t.labels)
+        elif kind == "regression":
+            spec = Task.regression(t.outputs, t.regression_loss)
+        elif kind == "custom":
+            if not t.loss:
+                raise TaskcutError(f"task {name!r} is custom but has no loss: 'package.module:function'")
+            spec = Task.custom(t.loss, {m: (ref, d) for m, (ref, d) in t.metrics.items()})
+        else:
+            spec = getattr(Task, kind)()
+    except (ValueError, ImportError) as exc:
+        raise TaskcutError(f"task {name!r}: {exc}") from exc
+    return spec.named(name)
+
+
+def build_data(data: OwnData) -> Any:
+    factory = import_callable(data.factory, "data factory")
+    try:
+        return factory(**data.kwargs)
+    except Exception as exc:
+        raise TaskcutError(f"data factory {data.factory!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Pre-trained weights into the factory's model: a taskcut file's or a plain safetensors state_dict."""
+    if not path.is_file():
+        raise TaskcutError(f"weights file {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"weights {path} are not a readable .safetensors file ({exc})") from exc
+    state = model.state_dict()
+    missing, unexpected = sorted(set(state) - set(tensors)), sorted(set(tensors) - set(state))
+    if missing or unexpected:
+        raise TaskcutError(f"weights {path} do not fit the factory's model (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]})")
+    for key, value in tensors.items():
+        if value.shape != state[key].shape:
+            raise TaskcutError(f"weights {path}: {key} has shape {tuple(value.shape)}, the model {tuple(state[key].shape)}")
+    model.load_state_dict(tensors)
+
+
+def is_own_config(path: Path | None) -> bool:
+    """Whether a YAML file describes an own model (a `model.factory`), not a zoo preset."""
+    if path is None or not Path(path).is_file():
+        return False
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("model"), dict) and "factory" in data["model"]
+
+
+def load_own_config(path: Path) -> OwnConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise TaskcutError(f"config file {path} cannot be read as YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise TaskcutError(f"config file {path} must hold a mapping at its top level")
+    try:
+        return OwnConfig.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TaskcutError(f"invalid config {path} at {where}: {err['msg']}") from None
+
+
+def first_input(cfg: OwnConfig, split: str = "test") -> Any:
+    """One batch of model inputs from the data (the example exports and structure checks run on)."""
+    from ..api import Batches
+
+    return Batches(cfg.split(split), cfg.transform(), what=f"{split} batches").first()["image"]
+
+
+def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float, out: Path, rule: str = "vote",
+              structured: bool = False, max_batches: int | None = None, force: bool = False,
+              device: str = "cpu") -> dict[str, Any]:
+    """`taskcut prune --config own.yaml`: the base from the factory and weights, scored on the train split."""
+    from .. import __version__
+    from ..api import prune_model
+    from ..compact.masking import masks_of
+    from ..fileio import check_writable
+    from ..models import save
+
+    check_writable(out, force)
+    base = cfg.build().to(device)
+    small = prune_model(base, cfg.specs, cfg.split("train"), keep=tasks, sparsity=sparsity, structured=structured,
+                        rule=rule, transform=cfg.transform(), device=device, max_batches=max_batches)
+    kept = {t: cfg.specs[t] for t in small.taskcut_tasks}
+    provenance = {"taskcut": __version__, "method": "cut-structured" if structured else "cut", "tasks": list(kept),
+                  "rule": rule, "sparsity": sparsity, "config": str(cfg.path), "weights": str(cfg.model.weights)}
+    save(small, out, provenance, factory=cfg.model.factory, kwargs=cfg.model.kwargs, tasks=kept)
+    masks = masks_of(small)
+    zeros = sum(int((~m).sum()) for m in masks.values())
+    return {"tasks": list(kept), "parameters_before": sum(p.numel() for p in base.parameters()),
+            "parameters_after": sum(p.numel() for p in small.parameters()) - zeros,
+            "masked_sparsity": zeros / max(1, sum(m.numel() for m in masks.values())),
+            "bytes_after": out.stat().st_size}
+
+
+def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, TaskSpec]]:
+    from ..cut.decompose import task_outputs
+    from ..models import load
+    import torch
+
+    model = load(model_file)
+    with torch.no_grad():
+        names = list(task_outputs(model(first_input(cfg))))
+    unknown = [t for t in names if t not in cfg.specs]
+    if unknown:
+        raise TaskcutError(f"{model_file} computes task(s) {unknown} that {cfg.path} does not declare")
+    return model, {t: cfg.specs[t] for t in names}
+
+
+def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: float, val_every: int,
+                 force: bool = False, device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
+    """`taskcut finetune MODEL --config own.yaml`: train split, best on the val split (never test)."""
+    from ..api import finetune_model
+    from ..fileio import check_writable
+    from ..models import read_spec, save
+    from ..models.own import TASKS_ATTR
+
+    check_writable(out, force)
+    if Path(out).resolve() == Path(model_file).resolve():
+        raise TaskcutError(f"--out {out} would overwrite the input model")
+    spec = read_spec(model_file)
+    model, tasks = _own_file(model_file, cfg)
+    splits = cfg.splits()
+    model = finetune_model(model.to(device), tasks, splits["train"], steps=steps, val_batches=splits.get("val"),
+                           lr=lr, weights={t: cfg.weights()[t] for t in tasks}, val_every=val_every,
+                           transform=cfg.transform(), device=device, show_progress=show_progress)
+    setattr(model, TASKS_ATTR, tasks)
+    provenance = {**spec.get("provenance", {}), "finetune": {"steps": steps, "lr": lr, "val_every": val_every,
+                                                             "validation": "val" if "val" in splits else "none"}}
+    save(model.cpu(), out, provenance, factory=spec["model"]["factory"], kwargs=spec["model"].get("kwargs"),
+         tasks=tasks)
+    return {"steps": steps}
+
+
+def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline: Path | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """`taskcut evaluate MODEL --config own.yaml`: metrics, and delta_T against a baseline model file
+    (or with `--baseline base`, the YAML's own base model)."""
+    from ..api import evaluate_model
+    from ..models import load
+
+    model, tasks = _own_file(model_file, cfg)
+    base = None
+    if baseline is not None:
+        base = cfg.build() if str(baseline) == "base" else load(baseline)
+    report = evaluate_model(model.to(device), tasks, cfg.split(split), baseline=base.to(device) if base else None,
+                            transform=cfg.transform(), device=device)
+    return {"model": str(model_file), "split": split, **report}

@@ -1,0 +1,122 @@
+"""Own models from the command line (a YAML naming factories) and every bad input the issue names:
+one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+import taskcut
+from taskcut import Task
+from taskcut.cli import app
+from taskcut.errors import TaskcutError
+
+from . import own_models
+
+runner = CliRunner()
+TASKS = {"seg": {"kind": "segmentation", "classes": 6}, "depth": {"kind": "depth"}, "normal": {"kind": "normal"}}
+
+
+def _config(tmp: Path, **changes) -> Path:
+    weights = tmp / "base.safetensors"
+    if not weights.exists():
+        save_file({k: v.contiguous() for k, v in own_models.fpn().state_dict().items()}, str(weights))
+    cfg = {"model": {"factory": "tests.own_models:fpn", "kwargs": {"width": 8}, "weights": "base.safetensors"},
+           "tasks": TASKS, "data": {"factory": "tests.own_models:data", "kwargs": {"tasks": list(TASKS)}}}
+    for key, value in changes.items():
+        cfg[key] = value
+    path = tmp / "own.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, [*map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_prune_finetune_evaluate_export_bench_from_yaml(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    small, tuned = tmp_path / "small.safetensors", tmp_path / "tuned.safetensors"
+    _ok("prune", "--config", config, "--tasks", "seg,depth", "--sparsity", "0.7", "--out", small, "--quiet")
+    spec = taskcut.models.read_spec(small)
+    assert spec["model"]["factory"] == "tests.own_models:fpn" and set(spec["tasks"]) == {"seg", "depth"}
+    _ok("finetune", small, "--config", config, "--steps", "2", "--val-every", "1", "--out", tuned, "--quiet")
+    report_path = tmp_path / "eval.json"
+    _ok("evaluate", tuned, "--config", config, "--baseline", "base", "--out", report_path)
+    report = json.loads(report_path.read_text())
+    assert set(report["metrics"]) == {"seg", "depth"} and "delta_T" in report["baseline"]
+    _ok("export", tuned, "--config", config, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    output = _ok("bench", tuned, "--vs", small, "--runtime", "onnxruntime", "--size", "32", "32", "--runs", "2",
+                 "--json")
+    stats = json.loads(output)
+    assert stats["model"]["tasks"] == ["seg", "depth"] and stats["ratios"]["nonzero_parameters"] > 0
+    assert "own model from tests.own_models:fpn" in _ok("info", tuned)
+
+
+def _fails(args: list, match: str, written: Path) -> None:
+    result = runner.invoke(app, [*map(str, args)])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and match in lines[0], result.output
+    assert not written.exists()
+
+
+def test_a_factory_that_does_not_import_is_named(tmp_path: Path) -> None:
+    config = _config(tmp_path, model={"factory": "tests.no_such_module:build"})
+    out = tmp_path / "o.safetensors"
+    _fails(["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", out],
+           "tests.no_such_module:build", out)
+
+
+def test_outputs_that_do_not_match_the_tasks_name_both_lists(tmp_path: Path) -> None:
+    config = _config(tmp_path, tasks={"seg": TASKS["seg"], "depth": TASKS["depth"]})
+    out = tmp_path / "o.safetensors"
+    _fails(["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", out],
+           "outputs ['depth', 'normal', 'seg'] do not match the declared tasks ['depth', 'seg']", out)
+
+
+def test_a_task_without_a_loss(tmp_path: Path) -> None:
+    config = _config(tmp_path, tasks={**TASKS, "normal": {}})
+    out = tmp_path / "o.safetensors"
+    _fails(["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", out],
+           "task 'normal' has no kind and no loss", out)
+    with pytest.raises((TaskcutError, ValueError), match="loss"):
+        Task.custom(loss=None)
+
+
+def test_a_batch_missing_a_target_names_the_key(tmp_path: Path) -> None:
+    config = _config(tmp_path, data={"factory": "tests.own_models:data", "kwargs": {"tasks": ["seg", "normal"]}})
+    out = tmp_path / "o.safetensors"
+    _fails(["prune", "--config", config, "--tasks", "seg,depth", "--sparsity", "0.5", "--out", out],
+           "a batch has no target for task(s) depth", out)
+
+
+def test_attention_that_cannot_be_cut_is_reported_not_broken(capsys: pytest.CaptureFixture) -> None:
+    """A forward that hard-codes its head layout: the coupled channels stay whole, are listed, and the model runs."""
+    model = own_models.hard_coded().eval()
+    tasks = {"seg": Task.segmentation(classes=6), "depth": Task.depth()}
+    data = own_models.batches(["seg", "depth"])
+    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.25, structured=True, round_to=1)
+    assert "left whole" in capsys.readouterr().err
+    assert small.qkv.out_features == 96  # the head layout is intact
+    with torch.no_grad():
+        out, full = small(data[0]["image"]), model(data[0]["image"])
+    assert all(out[t].shape == full[t].shape for t in tasks)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_a_model_that_no_longer_runs_is_an_error() -> None:
+    from taskcut.compact.structured import _check_runs
+
+    with pytest.raises(TaskcutError, match="structured pruning left HardCodedHeads unable to run"):
+        broken = own_models.hard_coded()
+        broken.qkv = torch.nn.Linear(32, 90)
+        _check_runs(broken, torch.rand(1, 3, 32, 32))
