@@ -12,6 +12,19 @@ from typing import Iterator
 from .errors import TaskcutError
 
 
+def inside(root: Path, relative: object, what: str) -> Path:
+    """`root / relative` for a path read from a file in `root` (a manifest, an index); a path that
+    is absolute, climbs out with `..`, or resolves (through links) outside `root` is refused, named."""
+    text = str(relative)
+    if not isinstance(relative, str) or not text or Path(text).is_absolute() or ".." in Path(text).parts:
+        raise TaskcutError(f"{what} names {text[:200]!r}, which is not a path inside {root}; refused")
+    path = root / text
+    base = root.resolve()
+    if path.resolve() != base and base not in path.resolve().parents:
+        raise TaskcutError(f"{what} names {text[:200]!r}, which leads outside {root}; refused")
+    return path
+
+
 def check_writable(path: Path, force: bool) -> None:
     """Refuse an existing output unless `force`, before any work is done."""
     if path.exists() and not force:

@@ -62,3 +62,47 @@ def test_corrupted_or_foreign_resume_checkpoint(model_file: Path, synth_dir: Pat
     torch.save({"format": "taskcut-train-checkpoint", "settings": {"label": "other"}}, ckpt)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "other settings" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot", "link"])
+def test_manifest_paths_outside_the_folder_are_refused(synth_dir: Path, tmp_path: Path, escape: str) -> None:
+    """A shard path that is absolute, climbs out with `..` or links outside is never opened."""
+    import json
+    import shutil
+
+    from taskcut.data.dataset import SynthDataset
+
+    other = tmp_path / "other"
+    shutil.copytree(synth_dir, other)
+    root = tmp_path / "set"
+    shutil.copytree(synth_dir, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    shard = manifest["splits"]["test"]["shards"][0]
+    if escape == "absolute":
+        shard["file"] = str(other / shard["file"])
+    elif escape == "dotdot":
+        shard["file"] = f"../other/{shard['file']}"
+    else:
+        (root / shard["file"]).unlink()
+        (root / shard["file"]).symlink_to(other / shard["file"])
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TaskcutError, match="refused"):
+        SynthDataset(root, "test")
+    result = runner.invoke(app, ["data", "show", str(root), "--split", "test", "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 2 and "refused" in result.output and not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x.png"])
+def test_index_paths_outside_the_folder_are_refused(tmp_path: Path, bad: str) -> None:
+    import json
+
+    from taskcut.data.dataset import open_dataset
+
+    from .layouts import write_nyuv2
+
+    root = write_nyuv2(tmp_path / "nyu", {"train": 2, "test": 1})
+    index = json.loads((root / "nyu_v2_3task.json").read_text())
+    index["test"][0][0] = bad
+    (root / "nyu_v2_3task.json").write_text(json.dumps(index))
+    with pytest.raises(TaskcutError, match="refused"):
+        open_dataset(f"nyuv2:{root}", "test")

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import TaskcutError
+from ..fileio import inside
 from .augment import Augment, augment
 from .store import read_folder_json
 
@@ -170,7 +171,7 @@ def read_index(root: Path, name: str, split: str, columns: int,
 
 def check_files(root: Path, groups: list[list[str]], index_name: str, split: str) -> None:
     """Every file the split names must exist; the error names the first missing one and the count."""
-    missing = [p for group in groups for p in group if not (root / p).is_file()]
+    missing = [p for group in groups for p in group if not inside(root, p, f"{root / index_name}").is_file()]
     if missing:
         raise TaskcutError(f"{root / index_name} names {len(missing)} missing file(s) in split {split!r}, "
                            f"the first: {root / missing[0]}")

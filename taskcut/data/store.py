@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import TaskcutError
-from ..fileio import file_sha256
+from ..fileio import inside, file_sha256
 from .synth import CLASS_NAMES, IGNORE_INDEX, SPLITS, TASKS, SynthOptions, render
 
 FORMAT = "taskcut.synth"
@@ -132,7 +132,7 @@ def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndar
     entry = splits[split]
     parts: dict[str, list[np.ndarray]] = {key: [] for key in STORED_DTYPES}
     for shard in entry["shards"]:
-        file = root / shard["file"]
+        file = inside(root, shard.get("file") if isinstance(shard, dict) else None, f"{root / MANIFEST}")
         if not file.is_file():
             raise TaskcutError(f"{file} is named in the manifest but missing")
         if verify and file_sha256(file) != shard["sha256"]:
