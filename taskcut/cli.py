@@ -41,8 +41,12 @@ def _clean_errors(fn: F) -> F:
 
 
 def _check_size(size: tuple[int, int]) -> None:
+    from .config import MAX_IMAGE_SIDE
+
     if size[0] <= 0 or size[1] <= 0:
         raise TaskcutError(f"--size must be two positive integers, got {size[0]} {size[1]}")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise TaskcutError(f"--size {size[0]} {size[1]} is over the maximum side of {MAX_IMAGE_SIDE}")
 
 
 @data_app.command("synth")

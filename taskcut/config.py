@@ -12,14 +12,65 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import TaskcutError
 from .tasks.dense import TaskSpec
 
 
+#: Most parameters a SceneNet config may ask for (the full ResNet-34 with 1024-wide heads has 137 M).
+MAX_PARAMETERS = 2_000_000_000
+#: Largest image side taskcut renders or trains at.
+MAX_IMAGE_SIDE = 4096
+
+
 class _Strict(BaseModel):
+    """Unknown keys are errors, and so is `true` where a number is meant (YAML's bool is an int to Python)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and annotation in (int, float):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+#: Most nodes a YAML file may expand to once its aliases are followed (an alias bomb expands to billions).
+MAX_YAML_NODES = 100_000
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load` with aliases bounded: the document's size with every alias expanded is counted
+    on the composed graph (each node once) before anything is built, so a small file cannot expand
+    into gigabytes here or in any later traversal or error message."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n: yaml.Node) -> int:
+            if id(n) in sizes:
+                return sizes[id(n)]
+            sizes[id(n)] = 1  # a cycle counts once
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(c) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
+            return sizes[id(n)]
+
+        if size(node) > MAX_YAML_NODES:
+            raise TaskcutError(f"{source} expands to more than {MAX_YAML_NODES:,} YAML nodes (aliases); refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 class TaskConfig(_Strict):
@@ -49,6 +100,20 @@ class ModelConfig(_Strict):
     def task_specs(self) -> dict[str, TaskSpec]:
         return {name: TaskSpec(name, t.kind, t.channels) for name, t in self.tasks.items()}
 
+    @model_validator(mode="after")
+    def _bounded(self) -> "ModelConfig":
+        """Counted on the meta device before anything is allocated: a typo must not eat the memory."""
+        import torch
+
+        from .models.multitask import build_model
+
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in build_model(self).parameters())
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"this architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
+                             "taskcut builds")
+        return self
+
 
 class DataConfig(_Strict):
     """Which data set; for `synth`, how to generate it when no `--data` path is given."""
@@ -58,7 +123,7 @@ class DataConfig(_Strict):
     train: int = Field(default=1000, ge=1)
     val: int = Field(default=100, ge=1)
     test: int = Field(default=200, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     soft_width: float = Field(default=2.0, gt=0)
     keypoint_width: float = Field(default=4.0, gt=0)
 
@@ -67,6 +132,8 @@ class DataConfig(_Strict):
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
         if v[0] <= 0 or v[1] <= 0:
             raise ValueError(f"image size must be positive, got {v[0]}x{v[1]}")
+        if max(v) > MAX_IMAGE_SIDE:
+            raise ValueError(f"image size {v[0]}x{v[1]} is over the maximum side of {MAX_IMAGE_SIDE}")
         return v
 
 
@@ -78,7 +145,7 @@ class TrainConfig(_Strict):
     lr_decay_every: int = Field(default=0, ge=0)
     lr_decay_rate: float = Field(default=0.5, gt=0, le=1)
     val_every: int = Field(default=100, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 class RunConfig(_Strict):
@@ -128,12 +195,17 @@ def load_config(preset: str | None = None, path: Path | None = None,
         if not path.is_file():
             raise TaskcutError(f"config file {path} does not exist")
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = safe_yaml(path.read_text(), f"config file {path}") or {}
         except yaml.YAMLError as exc:
             raise TaskcutError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        except UnicodeDecodeError:
+            raise TaskcutError(f"config file {path} is not UTF-8 text") from None
         if not isinstance(user, dict):
             raise TaskcutError(f"config file {path} must hold a mapping at its top level")
-        preset = user.pop("preset", None) or preset
+        named = user.pop("preset", None)
+        if named is not None and not isinstance(named, str):
+            raise TaskcutError(f"config file {path}: preset must be a preset's name, got a {type(named).__name__}")
+        preset = named or preset
     if preset is None and path is None:
         raise TaskcutError("give --preset NAME or --config FILE.yaml")
     if preset is not None:

@@ -124,6 +124,9 @@ def test_compare_knows_a_retrained_base_by_its_hash(synth_dir: Path, tmp_path: P
     (["--sparsities", "0.5,1.2"], r"sparsity must be in \[0, 1\)"),
     (["--sparsities", "-0.1"], r"sparsity must be in \[0, 1\)"),
     (["--seeds", ""], "at least one seed"),
+    (["--seeds", "0,0"], "--seeds names a value twice"),
+    (["--sparsities", "0.5,0.5"], "--sparsities names a value twice"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_compare_bad_input_writes_nothing(base: Path, synth_dir: Path, tmp_path: Path, extra: list[str],
                                           match: str) -> None:

@@ -159,3 +159,31 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(bas
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert "--resume" in str(err.value)
+
+
+def test_a_stalled_rank_ends_the_run_with_the_timeout(tmp_path: Path) -> None:
+    """Rank 1 stops answering; rank 0's collective gives up after TASKCUT_DIST_TIMEOUT, not never."""
+    script = tmp_path / "stall.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import torch.distributed as dist\n"
+        "from taskcut.train.distributed import init\n"
+        "init('cpu')\n"
+        "if dist.get_rank() == 1:\n"
+        "    time.sleep(60)\n"
+        "    sys.exit(0)\n"
+        "start = time.time()\n"
+        "try:\n"
+        "    dist.barrier()\n"
+        "except Exception as exc:\n"
+        "    print(f'rank0 gave up after {time.time() - start:.0f}s: {type(exc).__name__}', flush=True)\n"
+        "    os._exit(3)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TASKCUT_DIST_TIMEOUT": "3"}
+    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(script)]
+    start = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    assert "rank0 gave up after" in done.stdout + done.stderr
+    assert time.monotonic() - start < 55  # torchrun ended the job when rank 0 failed

@@ -106,3 +106,74 @@ def test_index_paths_outside_the_folder_are_refused(tmp_path: Path, bad: str) ->
     (root / "nyu_v2_3task.json").write_text(json.dumps(index))
     with pytest.raises(TaskcutError, match="refused"):
         open_dataset(f"nyuv2:{root}", "test")
+
+
+def _bounded(args: list[str], tmp_path: Path, limit_gb: float = 3.0):
+    """The CLI in a subprocess whose address space is capped, so an unbounded allocation fails the test."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        limit = int(limit_gb * 2 ** 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "taskcut.cli", *args], capture_output=True, text=True,
+                          preexec_fn=cap, timeout=120, cwd=tmp_path)
+
+
+def _one_line(done, match: str) -> None:
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and match in lines[0], (done.returncode, done.stderr[-2000:])
+
+
+def test_a_spec_cannot_allocate_more_than_its_file_holds(model_file: Path, tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(model_file), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        spec = json.loads(f.metadata()["taskcut"])
+    spec["shapes"] = {"trunk.conv1.weight": [16000, 16000, 3, 3]}  # 9 GB of float32, in a 1 MB file
+    crafted = tmp_path / "crafted.safetensors"
+    save_file(tensors, str(crafted), metadata={"taskcut": json.dumps(spec)})
+    _one_line(_bounded(["info", str(crafted)], tmp_path), "the spec wants (16000, 16000, 7, 7)")
+
+
+def test_a_yaml_alias_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    lines.append("preset: *a11")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    _one_line(_bounded(["train", "--config", "bomb.yaml", "--out", "x.safetensors"], tmp_path), "refused")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["data", "synth", "--out", "big", "--size", "20000", "20000", "--train", "1", "--val", "1", "--test", "1"],
+     "maximum side"),
+])
+def test_sizes_are_bounded_before_allocation(tmp_path: Path, args: list[str], match: str) -> None:
+    _one_line(_bounded(args, tmp_path), match)
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_huge_head_is_refused_before_building(tmp_path: Path) -> None:
+    (tmp_path / "huge.yaml").write_text("preset: synth-tiny\nmodel: {head_hidden: 400000, depth: 34, width: 4}\n")
+    _one_line(_bounded(["train", "--config", "huge.yaml", "--out", "x.safetensors"], tmp_path),
+              "more than the 2,000,000,000 taskcut builds")
+
+
+@pytest.mark.parametrize("text,match", [
+    ("preset: synth-tiny\ntrain: {steps: true}\n", "expected a number, got true"),
+    ("preset: synth-tiny\ntrain: {seed: 1e23}\n", "train.seed"),
+    ("preset: synth-tiny\nmodel: {head_hidden: []}\n", "model.head_hidden"),
+])
+def test_typed_config_values_are_strict(tmp_path: Path, text: str, match: str) -> None:
+    (tmp_path / "c.yaml").write_text(text)
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x.safetensors")])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and match in lines[0], result.output

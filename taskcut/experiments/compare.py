@@ -65,8 +65,17 @@ def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
         check_sparsity(s)
     if not spec.seeds:
         raise TaskcutError("give at least one seed")
+    for values, what in ((spec.sparsities, "--sparsities"), (spec.seeds, "--seeds")):
+        if len(set(values)) != len(values):  # a repeat would be counted as another seed in mean ± std
+            raise TaskcutError(f"{what} names a value twice: {', '.join(map(str, values))}")
+    if any(s < 0 for s in spec.seeds):
+        raise TaskcutError(f"--seeds must be non-negative, got {', '.join(map(str, spec.seeds))}")
     if spec.finetune_steps < 0:
         raise TaskcutError(f"--finetune-steps must be >= 0, got {spec.finetune_steps}")
+    for value, what in ((spec.batches, "--batches"), (spec.batch_size, "--batch-size"),
+                        (spec.finetune_batch_size, "fine-tuning batch size")):
+        if value < 1:
+            raise TaskcutError(f"{what} must be at least 1, got {value}")
     model_spec = read_spec(spec.base)
     tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
     specs = {t: TaskSpec.from_dict(t, model_spec["model"]["tasks"][t]) for t in tasks}

@@ -143,13 +143,18 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     else:
         try:
             config = ModelConfig.model_validate(model_spec)
-        except (ValidationError, KeyError) as exc:
-            raise TaskcutError(f"{path}: the model spec is invalid ({exc})") from exc
-        model = build_model(config)
-        if spec.get("shapes"):
-            from ..compact.structured import reshape_like
+        except (ValidationError, KeyError, TypeError) as exc:
+            raise TaskcutError(f"{path}: the model spec is invalid ({str(exc).splitlines()[0][:200]})") from None
+        with torch.device("meta"):  # shapes first: nothing is allocated before they match the file
+            model = build_model(config)
+            if spec.get("shapes"):
+                from ..compact.structured import reshape_like
 
-            reshape_like(model, spec["shapes"])
+                if not isinstance(spec["shapes"], dict):
+                    raise TaskcutError(f"{path}: the spec's shapes are not a mapping")
+                reshape_like(model, spec["shapes"])
+        _check_header(path, model, spec)
+        model = model.to_empty(device="cpu")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -170,6 +175,29 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
 
         apply_masks(model, masks)
     return model.to(device).eval()
+
+
+def _check_header(path: Path, model: nn.Module, spec: dict[str, Any]) -> None:
+    """Every tensor the spec's architecture needs is in the file with its shape (a masked one as a
+    packed mask of the right size), read from the header alone: a spec cannot make loading
+    allocate more than the file holds."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+    masked = spec.get("masked") or {}
+    if not isinstance(masked, dict):
+        raise TaskcutError(f"{path}: the spec's masked weights are not a mapping")
+    for key, value in model.state_dict().items():
+        shape = tuple(value.shape)
+        if key in masked:
+            if list(shape) != list(masked[key]) or header.get(f"{key}{MASK}") != ((value.numel() + 7) // 8,):
+                raise TaskcutError(f"{path}: masked weight {key} does not match the spec's shape {shape}")
+        elif header.get(key) != shape:
+            found = header.get(key)
+            raise TaskcutError(f"{path}: tensor {key} has shape {found}, the spec wants {shape}"
+                               if found is not None else f"{path}: tensors do not match the spec (missing {key})")
 
 
 def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:

@@ -8,6 +8,7 @@ batches and sums the per-task scores. Without torchrun every helper is a no-op.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -34,6 +35,22 @@ def world() -> World:
     return World()
 
 
+#: Seconds a collective waits for the other ranks before the run ends with an error
+#: (`TASKCUT_DIST_TIMEOUT`): a stalled or stopped rank must not block the others for ever.
+DEFAULT_TIMEOUT = 600
+
+
+def timeout() -> datetime.timedelta:
+    text = os.environ.get("TASKCUT_DIST_TIMEOUT", str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise TaskcutError(f"TASKCUT_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds <= 86400:
+        raise TaskcutError(f"TASKCUT_DIST_TIMEOUT must be in (0, 86400] seconds, got {text}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init(device: str) -> str:
     """Join the torchrun job if there is one; the device this rank should use."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -45,9 +62,9 @@ def init(device: str) -> str:
     if dev.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=timeout())
         return f"cuda:{local}"
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timeout())
     return device
 
 
