@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 import contextlib
@@ -27,17 +30,53 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def _clean_errors(fn: F) -> F:
-    """Turn a TaskcutError into one red line on stderr and exit status 2."""
+    """Every failure is one red line on stderr and exit status 2: a TaskcutError as it is, a full
+    disk or another OS error with its path, anything unexpected with its type and a pointer to
+    `TASKCUT_DEBUG=1`, which shows the traceback instead. Ctrl-C and SIGTERM end with exit 130/143."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
         except TaskcutError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            err.print("stopped; nothing half-written was left. A run with --checkpoint-every continues with --resume",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except Terminated:
+            err.print("stopped by SIGTERM; nothing half-written was left. A run with --checkpoint-every continues "
+                      "with --resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(143) from None
+        except OSError as exc:
+            if os.environ.get("TASKCUT_DEBUG"):
+                raise
+            what = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or type(exc).__name__)
+            _fail(f"{what}{f' writing {exc.filename}' if exc.filename else ''}; nothing half-written was left")
+        except Exception as exc:
+            if os.environ.get("TASKCUT_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            _fail(f"unexpected {type(exc).__name__}: {first} (TASKCUT_DEBUG=1 shows the traceback)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str) -> None:
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)  # "[deploy]" is no markup
+    raise typer.Exit(2)
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so every `finally` (temporary files and folders) runs before exit."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _check_size(size: tuple[int, int]) -> None:
@@ -551,6 +590,7 @@ def _print_base_report(report: dict) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -33,17 +35,54 @@ def check_writable(path: Path, force: bool) -> None:
         raise TaskcutError(f"{path} is a directory, not a file")
 
 
+def temp_prefix(path: Path) -> str:
+    """Temporary files and folders beside `path` carry the writer's pid, so a later run can tell a
+    leftover of a killed run (its pid gone) from another run's work in progress."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def clean_stale(path: Path) -> list[Path]:
+    """Remove the temporaries of `path` that runs killed before they could clean up; return them."""
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        pid = entry.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
 
-    A crash or an error mid-write leaves the old file (or no file), never half a file.
+    A crash, an error or SIGTERM mid-write leaves the old file (or no file), never half a
+    file; the data is flushed to disk before the rename. Leftovers of killed runs are removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -51,6 +90,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """A lock beside a data folder: one writer at a time (a second fails at once, clearly), and
+    readers wait while a writer swaps the folder in, so they never see half a set."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            raise TaskcutError(f"another taskcut run is writing {folder}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text(path: Path, text: str) -> None:

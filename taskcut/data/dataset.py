@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import TaskcutError
+from ..fileio import folder_lock
 from ..tasks.dense import TaskSpec
 from .cityscapes import CityscapesDataset
 from .indexed import IndexedDataset, Validation
@@ -29,8 +30,9 @@ class SynthDataset(Dataset):
     def __init__(self, root: str | Path, split: str) -> None:
         self.root = Path(root)
         self.split = split
-        self.manifest = read_manifest(self.root)
-        self._arrays = {k: torch.from_numpy(v) for k, v in load_split(self.root, split).items()}
+        with folder_lock(self.root, exclusive=False):  # a --force rewrite swaps the folder in whole
+            self.manifest = read_manifest(self.root)
+            self._arrays = {k: torch.from_numpy(v) for k, v in load_split(self.root, split).items()}
         self.tasks: list[str] = list(self.manifest["tasks"])
         self.classes: list[str] = list(self.manifest["classes"])
 

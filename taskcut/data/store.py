@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import TaskcutError
-from ..fileio import inside, file_sha256
+from ..fileio import clean_stale, folder_lock, inside, temp_prefix, file_sha256
 from .synth import CLASS_NAMES, IGNORE_INDEX, SPLITS, TASKS, SynthOptions, render
 
 FORMAT = "taskcut.synth"
@@ -63,7 +63,16 @@ def write_synth(out: Path, counts: dict[str, int], size: tuple[int, int], seed: 
         raise TaskcutError(f"{out} already exists and is not empty; pass --force to replace it")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    with folder_lock(out, exclusive=True):
+        return _write_locked(out, counts, height, width, seed, options, force, progress)
+
+
+def _write_locked(out: Path, counts: dict[str, int], height: int, width: int, seed: int, options: SynthOptions,
+                  force: bool, progress: Callable[[int], None] | None) -> Path:
+    if out.exists() and any(out.iterdir()) and not force:  # again, now that this run holds the lock
+        raise TaskcutError(f"{out} already exists and is not empty; pass --force to replace it")
+    clean_stale(out)
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
     try:
         manifest = {
             "format": FORMAT, "version": VERSION, "size": [height, width], "seed": seed,
@@ -87,7 +96,7 @@ def write_synth(out: Path, counts: dict[str, int], size: tuple[int, int], seed: 
             manifest["splits"][split] = {"count": n, "shards": shards}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            trash = Path(tempfile.mkdtemp(prefix=temp_prefix(out) + "old.", dir=out.parent))
             out.rename(trash / out.name)
             staging.rename(out)
             shutil.rmtree(trash)

@@ -112,6 +112,7 @@ def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str =
 
 
 def _onnx(wrapper: TupleOutputs, example: torch.Tensor, path: Path) -> None:
+    need("onnx")
     axes = {"image": {0: "batch"}, **{t: {0: "batch"} for t in wrapper.tasks}}
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's inference fast path is one fused op ONNX has no equivalent of;
@@ -127,8 +128,18 @@ def _onnx(wrapper: TupleOutputs, example: torch.Tensor, path: Path) -> None:
     wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
 
 
+def need(module: str, extra: str = "deploy") -> Any:
+    """An optional runtime, or one line saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TaskcutError(f"{module} is not installed: pip install 'taskcut[{extra}]' (or pip install {module})") from None
+
+
 def ort_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    ort = need("onnxruntime")
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # do not slow torch runs after it
@@ -143,6 +154,7 @@ def _run_onnx(path: Path, samples: torch.Tensor) -> list[np.ndarray]:
 
 
 def _quantise(path: Path, samples: torch.Tensor) -> None:
+    need("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):

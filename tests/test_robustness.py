@@ -1,0 +1,123 @@
+"""Signals, full disks, concurrent writers, missing extras and unexpected errors: one line, no orphans."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taskcut.cli import app
+from taskcut.fileio import atomic_path
+from taskcut.models import build_model, save
+
+from .conftest import tiny_model_config
+
+runner = CliRunner()
+
+
+def _leftovers(folder: Path, name: str) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(f".{name}.") and not p.name.endswith(".lock")]
+
+
+def _start_synth(out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "taskcut.cli", "data", "synth", "--out", str(out), "--train",
+                             "4000", "--val", "1", "--test", "1", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_staging(folder: Path, name: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not _leftovers(folder, name):
+        assert proc.poll() is None and time.monotonic() < deadline, "the writer never started"
+        time.sleep(0.1)
+
+
+def test_sigterm_while_writing_leaves_no_orphan(tmp_path: Path) -> None:
+    out = tmp_path / "scenes"
+    proc = _start_synth(out)
+    _wait_for_staging(tmp_path, "scenes", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGTERM" in lines[0]
+    assert not out.exists() and not _leftovers(tmp_path, "scenes")
+
+
+def test_two_writers_of_one_folder_one_fails_clearly(tmp_path: Path) -> None:
+    out = tmp_path / "scenes"
+    proc = _start_synth(out)
+    try:
+        _wait_for_staging(tmp_path, "scenes", proc)
+        result = runner.invoke(app, ["data", "synth", "--out", str(out), "--train", "2", "--val", "1", "--test", "1",
+                                     "--force", "--quiet"])
+        assert result.exit_code == 2 and "another taskcut run is writing" in result.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
+def test_leftovers_of_a_killed_run_are_cleaned(tmp_path: Path) -> None:
+    target = tmp_path / "model.safetensors"
+    dead = tmp_path / ".model.safetensors.999999999.abc.tmp"  # a pid no process has
+    dead.write_bytes(b"x" * 1000)
+    mine = tmp_path / f".model.safetensors.{os.getppid()}.def.tmp"  # a live process's work in progress
+    mine.write_bytes(b"y")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"done")
+    assert target.read_bytes() == b"done" and not dead.exists() and mine.exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, synth_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskcut.models.io as io
+
+    torch.manual_seed(0)
+    base = save(build_model(tiny_model_config()).eval(), tmp_path / "base.safetensors")
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(io, "save_file", full)
+    out = tmp_path / "small.safetensors"
+    result = runner.invoke(app, ["prune", str(base), "--tasks", "seg", "--sparsity", "0.5", "--data",
+                                 f"synth:{synth_dir}", "--batches", "1", "--batch-size", "4", "--out", str(out),
+                                 "--quiet"])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "the disk is full" in lines[0], result.output
+    assert not out.exists() and not _leftovers(tmp_path, "small.safetensors")
+
+
+def test_a_missing_extra_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = save(build_model(tiny_model_config()).eval(), tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the deploy extra were not installed
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", str(model), "--out", str(out)])
+    assert result.exit_code == 2 and "pip install 'taskcut[deploy]'" in result.output, result.output
+    assert not out.exists()
+
+
+def test_an_unexpected_error_is_one_line_with_the_debug_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskcut.models.io as io
+
+    torch.manual_seed(0)
+    model = save(build_model(tiny_model_config()).eval(), tmp_path / "m.safetensors")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw\nwith a second line")
+
+    monkeypatch.setattr(io, "build_model", boom)
+    result = runner.invoke(app, ["info", str(model)])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "unexpected RuntimeError: something nobody foresaw" in lines[0] and "TASKCUT_DEBUG=1" in lines[0]
