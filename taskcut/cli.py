@@ -566,6 +566,8 @@ def _check_device(device: str) -> None:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise TaskcutError(f"--device {device!r} is not a torch device ({exc})") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise TaskcutError(f"--device {device}: taskcut runs on cpu or cuda devices")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TaskcutError(f"--device {device} asked for, but no CUDA device is available")
 

@@ -121,3 +121,23 @@ def test_an_unexpected_error_is_one_line_with_the_debug_hint(tmp_path: Path, mon
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "unexpected RuntimeError: something nobody foresaw" in lines[0] and "TASKCUT_DEBUG=1" in lines[0]
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}      ", "a safetensors file"),
+    (b'{"state": 1}', "JSON or text"),
+])
+def test_import_of_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path: Path, content: bytes, match: str) -> None:
+    ckpt = tmp_path / "renamed.pth"
+    ckpt.write_bytes(content)
+    out = tmp_path / "o.safetensors"
+    result = runner.invoke(app, ["import", str(ckpt), "--tasks", "seg,normal,depth", "--out", str(out)])
+    assert result.exit_code == 2 and match in result.output and "pickled" not in result.output, result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_refused(tmp_path: Path, device: str) -> None:
+    result = runner.invoke(app, ["prune", str(tmp_path / "m.safetensors"), "--tasks", "seg", "--sparsity", "0.5",
+                                 "--data", "synth:x", "--out", str(tmp_path / "o.safetensors"), "--device", device])
+    assert result.exit_code == 2 and "cpu or cuda" in result.output

@@ -95,7 +95,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return []
     rows = []
     for row in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (v if k == "method" else float(v) if v != "" else float("nan")) for k, v in row.items()})
+        rows.append({k: (v if k == "method" else int(float(v)) if k == "seed" else float(v) if v != "" else float("nan"))
+                     for k, v in row.items()})
     return rows
 
 

@@ -40,6 +40,12 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a foreign checkpoint, loaded without executing code."""
     if not path.is_file():
         raise TaskcutError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch.save writes a zip archive or a pickle
+        kind = ("a safetensors file" if len(head) > 8 and head[8:9] == b"{" else
+                "JSON or text" if head.lstrip()[:1] in (b"{", b"[") else "not a zip archive or a pickle")
+        raise TaskcutError(f"{path}: not a PyTorch checkpoint ({kind}); import reads .pth/.pth.tar files")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
