@@ -217,6 +217,8 @@ def prune_cmd(
                                     "--sparsity is then the fraction of parameters removed."),
     batches: int = typer.Option(50, help="Batches to score."),
     batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    scores: Optional[Path] = typer.Option(None, help="Scores written by `taskcut score` for this model and these "
+                                                     "scoring settings: no forward or backward pass is run."),
     device: str = typer.Option("cpu", help="torch device."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -236,7 +238,7 @@ def prune_cmd(
     base, data = _zoo_inputs(base, data)
     with _distributed(device) as device:
         summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
-                        not quiet, structured)
+                        not quiet, structured, scores)
     if summary is None:  # a torchrun rank other than 0
         return
     table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity} ({summary.rule})")
@@ -252,6 +254,29 @@ def prune_cmd(
     out.print(table)
     _print_layers(summary.per_layer)
     out.print(f"wrote {out_file}")
+
+
+@app.command("score")
+@_clean_errors
+def score_cmd(
+    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
+    data: str = typer.Option(..., help="KIND:PATH of the data whose train split is scored."),
+    out_file: Path = typer.Option(..., "--out", help="Scores file to write (.safetensors)."),
+    batches: int = typer.Option(50, help="Batches to score."),
+    batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    device: str = typer.Option("cpu", help="torch device."),
+    force: bool = typer.Option(False, help="Replace an existing output file."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Score every task of a model once (one forward per batch, one backward per task), for `prune --scores`."""
+    from .experiments.scores import write_scores
+
+    _check_device(device)
+    with _distributed(device) as device:
+        result = write_scores(base, data, out_file, batches, batch_size, force, device, not quiet)
+    if result is None:
+        return
+    out.print(f"scored {', '.join(result['tasks'])} on {batches} batches of {batch_size}; wrote {out_file}")
 
 
 @app.command("finetune")

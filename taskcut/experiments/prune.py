@@ -19,7 +19,7 @@ from ..fileio import check_writable, file_sha256
 from ..cut.fuse import check_sparsity, fuse, parse_rule
 from ..models import load, save
 from ..models.io import read_spec
-from ..cut.score import reduce_scores, score
+from ..cut.score import prunable_parameters, reduce_scores, score
 from ..cut.select import check_tasks, select
 
 
@@ -45,9 +45,12 @@ class PruneSummary:
 
 def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: str, rule: str = "vote",
           batches: int = 50, batch_size: int = 8, force: bool = False, device: str = "cpu",
-          show_progress: bool = True, structured: bool = False) -> PruneSummary | None:
+          show_progress: bool = True, structured: bool = False, scores_file: Path | None = None) -> PruneSummary | None:
     """Prune `base` to `tasks` at `sparsity` with CUT and write the compact model to `out`.
 
+    With `scores_file` (written by `taskcut score` for this base model and these scoring
+    settings) no forward or backward pass is run: each task's scores depend only on the
+    weights its own output uses, so scores of the full model serve any task subset.
     Every input is checked before any work, so a bad one writes nothing.
     """
     base, out = Path(base), Path(out)
@@ -73,17 +76,17 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         raise TaskcutError(f"asked for {batches} batches of {batch_size} ({batches * batch_size} images), "
                            f"but the train split holds {len(dataset)}")
 
-    place = world()
-    if batches < place.size:
-        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
     start = time.perf_counter()
-    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
-    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
-    scores = reduce_scores(score(small, specs, local, device=device, show_progress=show_progress and place.main,
-                                 total=len(mine), float64=True))
+    if scores_file is not None:
+        from .scores import read_scores
+
+        scores = read_scores(scores_file, base, chosen, {"data": data, "batches": batches, "batch_size": batch_size},
+                             prunable_parameters(small))
+    else:
+        scores = score_split(small, specs, dataset, batches, batch_size, device, show_progress)
+        if scores is None:  # every rank holds the same summed scores; rank 0 writes
+            return None
     seconds = time.perf_counter() - start
-    if not place.main:  # every rank holds the same summed scores; rank 0 writes
-        return None
     if structured:
         return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
                                   batches, batch_size, seconds)
@@ -106,6 +109,20 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         seconds_scoring=seconds,
     )
 
+
+
+def score_split(model: torch.nn.Module, specs, dataset, batches: int, batch_size: int, device: str,
+                show_progress: bool):
+    """CUT scores over the first `batches` batches of the train split, summed in float64 over every
+    torchrun process (each scores its share of whole batches); None on ranks other than 0."""
+    place = world()
+    if batches < place.size:
+        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
+    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
+    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
+    scores = reduce_scores(score(model, specs, local, device=device, show_progress=show_progress and place.main,
+                                 total=len(mine), float64=True))
+    return scores if place.main else None
 
 
 def _dense_bytes(model: torch.nn.Module, chosen: list[str]) -> int:

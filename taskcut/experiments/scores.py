@@ -1,0 +1,89 @@
+"""Scores computed once: every task of a base model scored in one pass, kept in a file, reused by `prune`.
+
+A task's CUT scores |w * dL_t/dw| depend only on the weights its own output uses, so the
+scores of the full model are exactly those of any selection holding that task: one pass
+(one forward per batch, one backward per task) serves every device of a fleet. The file
+records the base model's hash and the scoring settings; a file from another model or other
+settings is refused, saying which.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..cut.score import Scores
+from ..data.dataset import open_for_tasks, with_class_weights
+from ..errors import TaskcutError
+from ..fileio import atomic_path, check_writable, file_sha256
+from ..models import load
+
+FORMAT = "taskcut.scores"
+META_KEY = "taskcut_scores"
+
+
+def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size: int = 8, force: bool = False,
+                 device: str = "cpu", show_progress: bool = True) -> dict[str, Any] | None:
+    """Score every task of `base` on the first `batches` train batches; write them to `out`."""
+    from .prune import score_split
+
+    base, out = Path(base), Path(out)
+    check_writable(out, force)
+    if batches < 1 or batch_size < 1:
+        raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
+    model = load(base, device)
+    specs = model.config.task_specs()
+    dataset = open_for_tasks(data, "train", specs)
+    specs = with_class_weights(specs, dataset)
+    if batches * batch_size > len(dataset):
+        raise TaskcutError(f"asked for {batches} batches of {batch_size}, but the train split holds {len(dataset)}")
+    scores = score_split(model, specs, dataset, batches, batch_size, device, show_progress)
+    if scores is None:
+        return None
+    meta = {"format": FORMAT, "base_sha256": file_sha256(base), "tasks": list(specs),
+            "settings": {"data": data, "batches": batches, "batch_size": batch_size}}
+    tensors = {f"{task}|{name}": value.to(torch.float64).contiguous().cpu()
+               for task, per in scores.items() for name, value in per.items()}
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    return {**meta, "tensors": len(tensors), "bytes": out.stat().st_size}
+
+
+def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[str, Any],
+                params: Mapping[str, torch.Tensor]) -> Scores:
+    """The scores of `tasks` for the weights in `params`, after checking the file belongs to `base`
+    and was made with `settings`."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcutError(f"scores file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "null") or "null")
+            keys = list(f.keys())
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise TaskcutError(f"{path} is not a taskcut scores file (write one with `taskcut score`)")
+            if meta.get("base_sha256") != file_sha256(base):
+                raise TaskcutError(f"{path} holds scores of another base model than {base}; score this one")
+            if meta.get("settings") != dict(settings):
+                raise TaskcutError(f"{path} was scored with {meta.get('settings')}, not {dict(settings)}: give the "
+                                   "same --data, --batches and --batch-size, or score again")
+            missing = [t for t in tasks if t not in meta.get("tasks", [])]
+            if missing:
+                raise TaskcutError(f"{path} has no scores for task(s) {', '.join(missing)}")
+            out: Scores = {t: {} for t in tasks}
+            for key in keys:
+                task, _, name = key.partition("|")
+                if task in out and name in params:
+                    value = f.get_tensor(key)
+                    if value.shape != params[name].shape:
+                        raise TaskcutError(f"{path}: the score of {name} has shape {tuple(value.shape)}, the weight "
+                                           f"{tuple(params[name].shape)}")
+                    out[task][name] = value
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path} is not a readable scores file ({str(exc).splitlines()[0]})") from exc
+    return out
