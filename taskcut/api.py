@@ -97,9 +97,10 @@ def check_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batch: Mapping[
 
 
 def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, keep: Sequence[str],
-                sparsity: float, structured: bool = False, rule: str = "vote",
+                sparsity: float | None = None, structured: bool = False, rule: str = "vote",
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
-                device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int = 8) -> nn.Module:
+                device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int = 8,
+                budget: str | None = None) -> nn.Module:
     """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
 
     Unstructured (default): `sparsity` is the zeroed fraction of conv/linear weights, held by
@@ -107,10 +108,21 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     smaller dense model; attention heads are kept consistent, layers that cannot be pruned
     safely are left whole). Layers of 4 x `round_to` channels or more keep a multiple of
     `round_to` (faster on CPUs; 1 allows finer steps on small models). Scores come from
-    `batches` (at most `max_batches`); the original model is left untouched. The result remembers its tasks, so `save` and `export_model` know them.
+    `batches` (at most `max_batches`); the original model is left untouched. Instead of a
+    sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
+    see `taskcut.cut.budget`) asks for the least pruning whose result fits it; the report
+    is the result's `taskcut_budget` attribute. The result remembers its tasks, so `save` and
+    `export_model` know them.
     """
     named = named_tasks(tasks)
-    check_sparsity(sparsity)
+    if (sparsity is None) == (budget is None):
+        raise TaskcutError("give either a sparsity or a budget")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+    else:
+        from .cut.budget import parse_budget
+
+        parse_budget(str(budget))
     data = Batches(batches, transform, device)
     first = data.first()
     kept = check_tasks(list(named), keep)
@@ -121,7 +133,13 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     specs = {t: named[t] for t in kept}
     source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else itertools.islice(data, max_batches)
     scores = score(small, specs, source, device=device)
-    if structured:
+    if budget is not None:
+        from .models.io import packed_bytes
+
+        small, report = prune_to_budget(small, scores, budget, rule, structured, example.to(device), round_to,
+                                        packed_bytes)
+        setattr(small, "taskcut_budget", report)
+    elif structured:
         from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
 
         result = structured_prune(small, example[:1].to(device), scores, sparsity, rule, round_to)
@@ -141,6 +159,70 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
         apply_masks(small, {**existing, **fusion.masks})
     setattr(small, TASKS_ATTR, specs)
     return small
+
+
+def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
+                    rule: str = "vote", structured: bool = False, example: torch.Tensor | None = None,
+                    round_to: int = 8, file_bytes: Callable[[nn.Module], float] | None = None,
+                    runtime: str = "onnxruntime", threads: int = 2) -> tuple[nn.Module, dict[str, Any]]:
+    """The least-pruned copy of `small` that fits `budget` (see `taskcut.cut.budget`), and a report:
+    the budget, the figure reached and the sparsity chosen. `small` holds the selected tasks and
+    may carry masks; `scores` are its CUT scores; `file_bytes` writes a model and measures the file."""
+    import copy
+    import statistics
+
+    from .compact.structured import structured_prune
+    from .cut.budget import FLOOR, STRUCTURED_ONLY, least_pruning, parse_budget
+    from .deploy.bench import count_macs, latencies
+    from .deploy.export import baked
+
+    parsed = parse_budget(budget)
+    if parsed.kind in STRUCTURED_ONLY and not structured:
+        raise TaskcutError(f"a {parsed.kind} budget needs structured pruning: unstructured zeros change neither "
+                           "MACs nor latency")
+    if structured and example is None:
+        raise TaskcutError("structured pruning to a budget needs an example input")
+    total = sum(p.numel() for p in small.parameters())
+    target = parsed.value * total if parsed.relative else parsed.value
+    existing = masks_of(small)
+    cache: dict[float, tuple[nn.Module, float]] = {}
+
+    def pruned(s: float) -> nn.Module:
+        trial = copy.deepcopy(small)
+        if s == 0.0:
+            return trial
+        if structured:
+            structured_prune(trial, example[:1], scores, s, rule, round_to)
+        else:
+            fusion = fuse(scores, s, rule, fixed=existing)
+            unmask(trial)
+            apply_masks(trial, {**existing, **fusion.masks})
+        return trial
+
+    def figure(model: nn.Module) -> float:
+        if parsed.kind == "params":
+            zeros = sum(int((~m).sum()) for m in masks_of(model).values())
+            return float(sum(p.numel() for p in model.parameters()) - zeros)
+        if parsed.kind == "size":
+            if file_bytes is None:
+                raise TaskcutError("a size budget needs a way to write the model (give file_bytes)")
+            return float(file_bytes(model))
+        if parsed.kind == "macs":
+            return float(count_macs(model, example[:1]))
+        image = example[:1].cpu()
+        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)) * 1e3
+
+    def measure(s: float) -> float:
+        model = pruned(s)
+        cache[s] = (model, figure(model))
+        return cache[s][1]
+
+    unit = {"size": " bytes", "latency": " ms"}.get(parsed.kind, "")
+    sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
+    model = cache[sparsity][0]
+    report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
+              "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
+    return model, report
 
 
 def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,

@@ -206,7 +206,14 @@ def prune_cmd(
     base: Optional[Path] = typer.Argument(None, help="The pre-trained multi-task model file (not with an own "
                                                      "model's --config, which names it)."),
     tasks: str = typer.Option(..., help="Comma-separated tasks to keep, e.g. seg,depth."),
-    sparsity: float = typer.Option(..., help="Fraction of prunable weights to zero, in [0, 1)."),
+    sparsity: Optional[float] = typer.Option(None, help="Fraction of prunable weights to zero, in [0, 1)."),
+    budget: Optional[str] = typer.Option(None, help="Instead of --sparsity, the least pruning that fits KIND=VALUE: "
+                                                    "params=1.5M, params=0.3 (of the dense model), size=2MB, "
+                                                    "macs=500M or latency=20ms (the last two --structured)."),
+    runtime: str = typer.Option("onnxruntime", help="Where a latency budget is measured: onnxruntime or torch."),
+    threads: int = typer.Option(2, help="Threads for a latency budget."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Image height and width a latency or MACs budget is "
+                                                              "measured at (default: the data's)."),
     data: Optional[str] = typer.Option(None, help="KIND:PATH of the data whose train split is scored, e.g. "
                                                   "synth:DIR (an own model's --config names its data)."),
     config: Optional[Path] = typer.Option(None, help="YAML naming your own model's factory, weights, tasks and "
@@ -227,9 +234,14 @@ def prune_cmd(
     from .experiments.prune import prune
 
     _check_device(device)
+    if size is not None:
+        _check_size(size)
     if _own(config):
         from .experiments.own import load_own_config, prune_own
 
+        if sparsity is None:
+            raise TaskcutError("give --sparsity (budgets for own models from the command line are not there yet; "
+                               "use taskcut.prune_model(..., budget=...))")
         own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
                         batches, force, device)
         out.print(f"{', '.join(own['tasks'])}: {own['parameters_before']:,} -> {own['parameters_after']:,} "
@@ -238,10 +250,14 @@ def prune_cmd(
     base, data = _zoo_inputs(base, data)
     with _distributed(device) as device:
         summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
-                        not quiet, structured, scores)
+                        not quiet, structured, scores, budget, runtime, threads, size)
     if summary is None:  # a torchrun rank other than 0
         return
-    table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity} ({summary.rule})")
+    if summary.budget is not None:
+        b = summary.budget
+        out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at sparsity "
+                  f"{b['sparsity']:.4f}")
+    table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity:.4f} ({summary.rule})")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")

@@ -58,24 +58,34 @@ def measure(path: Path, runtime: str = "onnxruntime", threads: int = 2, size: tu
         "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime,
         "threads": threads, "size": list(size),
     }
+    times = latencies(model, image, runtime, threads, warmup, runs, tasks)
+    stats["latency_ms_median"] = statistics.median(times) * 1e3
+    stats["latency_ms_min"] = min(times) * 1e3
+    return stats
+
+
+def latencies(model: nn.Module, image: torch.Tensor, runtime: str = "onnxruntime", threads: int = 2,
+              warmup: int = 3, runs: int = 10, tasks: list[str] | None = None) -> list[float]:
+    """Seconds of each of `runs` warm runs of a (baked) model on `image` in `runtime`."""
+    if runtime not in RUNTIMES:
+        raise TaskcutError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
     if runtime == "torch":
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             with torch.no_grad():
-                times = _time(lambda: model(image), warmup, runs)
+                return _time(lambda: model(image), warmup, runs)
         finally:
             torch.set_num_threads(previous)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = Path(tmp) / "model.onnx"
-            _onnx(TupleOutputs(model, tasks).eval(), image, onnx_path)
-            session = ort_session(onnx_path, threads)
-            feed = {"image": image.numpy()}
-            times = _time(lambda: session.run(None, feed), warmup, runs)
-    stats["latency_ms_median"] = statistics.median(times) * 1e3
-    stats["latency_ms_min"] = min(times) * 1e3
-    return stats
+    if tasks is None:
+        with torch.no_grad():
+            tasks = list(task_outputs(model(image)))
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        _onnx(TupleOutputs(model, tasks).eval(), image, onnx_path)
+        session = ort_session(onnx_path, threads)
+        feed = {"image": image.numpy()}
+        return _time(lambda: session.run(None, feed), warmup, runs)
 
 
 def measure_onnx_file(path: Path, threads: int = 2, size: tuple[int, int] = (224, 224), warmup: int = 3,

@@ -38,26 +38,41 @@ class PruneSummary:
     bytes_selected_dense: int
     per_layer: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (size, sparsity)
     seconds_scoring: float = 0.0
+    budget: dict[str, Any] | None = None  # with --budget: the budget, the figure reached, the sparsity chosen
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: str, rule: str = "vote",
+def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, data: str, rule: str = "vote",
           batches: int = 50, batch_size: int = 8, force: bool = False, device: str = "cpu",
-          show_progress: bool = True, structured: bool = False, scores_file: Path | None = None) -> PruneSummary | None:
+          show_progress: bool = True, structured: bool = False, scores_file: Path | None = None,
+          budget: str | None = None, runtime: str = "onnxruntime", threads: int = 2,
+          size: tuple[int, int] | None = None) -> PruneSummary | None:
     """Prune `base` to `tasks` at `sparsity` with CUT and write the compact model to `out`.
 
     With `scores_file` (written by `taskcut score` for this base model and these scoring
     settings) no forward or backward pass is run: each task's scores depend only on the
     weights its own output uses, so scores of the full model serve any task subset.
+    With `budget` ("params=1.5M", "size=2MB", "macs=500M", "latency=20ms"; see
+    `taskcut.cut.budget`) instead of a sparsity, the least pruning that fits it is chosen;
+    latency is measured in `runtime` with `threads` on images of `size`.
     Every input is checked before any work, so a bad one writes nothing.
     """
     base, out = Path(base), Path(out)
     check_writable(out, force)
     if out.resolve() == base.resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
-    check_sparsity(sparsity)
+    if (sparsity is None) == (budget is None):
+        raise TaskcutError("give either --sparsity or --budget")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+    else:
+        from ..cut.budget import STRUCTURED_ONLY, parse_budget
+
+        if parse_budget(str(budget)).kind in STRUCTURED_ONLY and not structured:
+            raise TaskcutError(f"a {parse_budget(str(budget)).kind} budget needs --structured: unstructured zeros "
+                               "change neither MACs nor latency")
     spec = read_spec(base)
     chosen = check_tasks(list(spec["model"]["tasks"]), tasks)
     parse_rule(rule, len(chosen))
@@ -87,6 +102,9 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float, out: Path, data: st
         if scores is None:  # every rank holds the same summed scores; rank 0 writes
             return None
     seconds = time.perf_counter() - start
+    if budget is not None:
+        return _finish_budget(base, spec, model, small, dataset, scores, chosen, budget, rule, out, data, batches,
+                              batch_size, seconds, structured, runtime, threads, size)
     if structured:
         return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
                                   batches, batch_size, seconds)
@@ -134,6 +152,37 @@ def _dense_bytes(model: torch.nn.Module, chosen: list[str]) -> int:
 def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return {"taskcut": __version__, "base": spec.get("provenance", {}), "source": str(base),
             "source_sha256": file_sha256(base)}
+
+
+def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,
+                   scores, chosen: list[str], budget: str, rule: str, out: Path, data: str, batches: int,
+                   batch_size: int, seconds: float, structured: bool, runtime: str, threads: int,
+                   size: tuple[int, int] | None) -> PruneSummary:
+    """The least pruning within `budget`; the file figure is measured on the file as it is written."""
+    from ..api import prune_to_budget
+    from ..compact.masking import masks_of
+
+    device = next(small.parameters()).device
+    example = (torch.rand(1, 3, *size) if size else dataset.batch(torch.tensor([0]))["image"]).to(device)
+    provenance = {**_provenance(base, spec), "method": "cut-structured" if structured else "cut", "tasks": chosen,
+                  "rule": rule, "budget": budget, "score_batches": batches, "score_batch_size": batch_size,
+                  "data": data}
+
+    def file_bytes(candidate: torch.nn.Module) -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            return save(candidate, Path(tmp) / out.name, {**provenance, "sparsity": 0.0}).stat().st_size
+
+    pruned, report = prune_to_budget(small, scores, budget, rule, structured, example, file_bytes=file_bytes,
+                                     runtime=runtime, threads=threads)
+    save(pruned, out, {**provenance, "sparsity": report["sparsity"], "budget_report": report})
+    zeros = sum(int((~m).sum()) for m in masks_of(pruned).values())
+    after = sum(p.numel() for p in pruned.parameters())
+    return PruneSummary(
+        tasks=chosen, rule=rule, sparsity=report["sparsity"], achieved=report["sparsity"], keep_ratio=float("nan"),
+        params_before=sum(p.numel() for p in model.parameters()), params_selected=sum(p.numel() for p in small.parameters()),
+        params_after=after - zeros, bytes_before=base.stat().st_size, bytes_after=out.stat().st_size,
+        bytes_selected_dense=_dense_bytes(model, chosen), seconds_scoring=seconds, budget=report,
+    )
 
 
 def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,

@@ -82,6 +82,18 @@ def _describe_own(model: nn.Module, factory: str | None, kwargs: Mapping[str, An
             "structure": changed_structure(model, reference)}
 
 
+def packed_bytes(model: nn.Module) -> int:
+    """Bytes of `model`'s tensors as a model file stores them (masked weights packed), without a spec."""
+    import tempfile
+
+    from ..compact.masking import masks_of
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        _write(model, path, {}, masks_of(model))
+        return path.stat().st_size
+
+
 def _write(model: nn.Module, path: Path, spec: dict[str, Any], masks: Mapping[str, torch.Tensor]) -> None:
     from ..compact.masking import plain_state
 

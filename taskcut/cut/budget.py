@@ -1,0 +1,100 @@
+"""Budgets instead of guessed sparsities: the least pruning whose result fits a device.
+
+A budget names a figure of the compact model and its ceiling: `params=1.5M` (parameters,
+non-zero for masked models; or `params=0.3`, a fraction of the selected dense model),
+`size=2MB` (bytes of the written model file), `macs=500M` (multiply-accumulates of one
+image, structured pruning), `latency=20ms` (structured; measured on this machine). Every
+figure falls as sparsity rises, so the sparsity is found by bisection on the measured
+figure: the result is within the budget and not far below it (`FLOOR`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import TaskcutError
+
+KINDS = ("params", "size", "macs", "latency")
+STRUCTURED_ONLY = ("macs", "latency")
+#: How far below its budget a result may land: timing is noisy, counts are not.
+FLOOR = {"params": 0.97, "size": 0.97, "macs": 0.97, "latency": 0.90}
+_SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "G": 1e9, "g": 1e9}
+_BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
+_TIME = {"ms": 1.0, "s": 1e3, "us": 1e-3}
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str
+    value: float            # params, bytes, MACs or milliseconds; a fraction when `relative`
+    relative: bool = False
+
+    def __str__(self) -> str:
+        if self.relative:
+            return f"{self.kind} <= {self.value:g} x the dense model"
+        unit = {"size": " bytes", "latency": " ms"}.get(self.kind, "")
+        return f"{self.kind} <= {self.value:,.6g}{unit}"
+
+
+def parse_budget(text: str) -> Budget:
+    """`KIND=VALUE`: params=1.5M | params=0.3 | size=2MB | macs=500M | latency=20ms."""
+    kind, sep, raw = str(text).partition("=")
+    kind, raw = kind.strip(), raw.strip()
+    if not sep or kind not in KINDS:
+        raise TaskcutError(f"unknown budget {str(text)[:60]!r}; give KIND=VALUE with KIND one of {', '.join(KINDS)} "
+                           "(e.g. params=1.5M, params=0.3, size=2MB, macs=500M, latency=20ms)")
+    if kind == "size":
+        m = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)\s*([kKmMgG]i?[bB]|[bB])?", raw)
+        value = float(m.group(1)) * _BYTES[(m.group(2) or "b").lower()] if m else math.nan
+    elif kind == "latency":
+        m = re.fullmatch(r"([0-9.]+)\s*(ms|s|us)", raw)
+        value = float(m.group(1)) * _TIME[m.group(2)] if m else math.nan
+    else:
+        m = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)\s*([kKmMgG]?)", raw)
+        value = float(m.group(1)) * _SCALE[m.group(2)] if m else math.nan
+        if m and kind == "params" and not m.group(2) and 0 < value <= 1:
+            return Budget(kind, value, relative=True)
+    if not math.isfinite(value) or value <= 0:
+        raise TaskcutError(f"budget {str(text)[:60]!r}: {raw[:40]!r} is not a positive {kind} figure "
+                           f"(e.g. {dict(params='1.5M', size='2MB', macs='500M', latency='20ms')[kind]})")
+    return Budget(kind, value)
+
+
+def least_pruning(measure: Callable[[float], float], target: float, kind: str, max_sparsity: float,
+                  unit: str = "") -> tuple[float, float]:
+    """The smallest sparsity whose measured figure is within `target`, and that figure.
+
+    `measure(sparsity)` prunes a copy and measures it; it must fall as sparsity rises. Stops
+    as soon as a result lies in [FLOOR x target, target]. A budget even the most pruned model
+    (`max_sparsity`) exceeds is an error naming the smallest figure reachable.
+    """
+    dense = measure(0.0)
+    if dense <= target:
+        return 0.0, dense
+    most = measure(max_sparsity)
+    if most > target:
+        raise TaskcutError(f"budget {kind} <= {target:,.6g}{unit} cannot be met: the most pruned model "
+                           f"(sparsity {max_sparsity:g}) has {most:,.6g}{unit}; nothing written")
+    lo, hi, best = 0.0, max_sparsity, (max_sparsity, most)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        figure = measure(mid)
+        if figure <= target:
+            best, hi = (mid, figure), mid
+            if figure >= FLOOR[kind] * target:
+                break
+        else:
+            lo = mid
+    return best
+
+
+@dataclass
+class Measures:
+    """How each budget figure is read off a pruned model (files and runtimes live elsewhere)."""
+
+    size: Callable[[object], float] | None = None       # bytes of the written file
+    macs: Callable[[object], float] | None = None
+    latency: Callable[[object], float] | None = None    # milliseconds, median of warm runs
