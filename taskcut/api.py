@@ -40,26 +40,31 @@ class Batches:
         if source is None:
             raise TaskcutError(f"no {what} given")
         self.source, self.transform, self.device, self.what = source, transform, device, what
+        self._first: tuple[Any, dict[str, torch.Tensor]] | None = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for raw in self.source:
-            batch = self.transform(raw) if self.transform is not None else raw
-            if not isinstance(batch, Mapping):
-                raise TaskcutError(f"a batch of the {self.what} is a {type(batch).__name__}, not a dict: give "
-                                   "transform= to turn it into {'image': input, task: target, ...}")
-            yield {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            yield self._first[1] if self._first is not None and raw is self._first[0] else self._prepare(raw)
+
+    def _prepare(self, raw: Any) -> dict[str, torch.Tensor]:
+        batch = self.transform(raw) if self.transform is not None else raw
+        if not isinstance(batch, Mapping):
+            raise TaskcutError(f"a batch of the {self.what} is a {type(batch).__name__}, not a dict: give "
+                               "transform= to turn it into {'image': input, task: target, ...}")
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def first(self) -> dict[str, torch.Tensor]:
-        """The first batch; a one-shot iterator is then continued, not restarted (see `__iter__`)."""
-        iterator = iter(self)
+        """The first batch. A one-shot iterator (a generator) is not lost for it: the batch taken
+        is put back in front of the rest."""
+        iterator = iter(self.source)
         try:
-            batch = next(iterator)
+            raw = next(iterator)
         except StopIteration:
             raise TaskcutError(f"the {self.what} are empty") from None
-        if iter(self.source) is self.source:  # a one-shot iterator: keep the batch we took
-            self.source = itertools.chain([batch], self.source)
-            self.transform = None
-        return batch
+        if iterator is self.source:
+            self.source = itertools.chain([raw], iterator)
+        self._first = (raw, self._prepare(raw))  # not transformed again when the pass reaches it
+        return self._first[1]
 
 
 def named_tasks(tasks: Mapping[str, TaskSpec]) -> dict[str, TaskSpec]:

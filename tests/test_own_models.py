@@ -159,3 +159,20 @@ def test_structured_attention_keeps_the_head_layout(name: str, tmp_path: Path) -
         assert 1 - after_n / before_n >= 0.4
     x = data[0]["image"]
     assert max(r["max_abs_diff"] for r in taskcut.export_model(small, tmp_path / "a.onnx", example_input=x).values()) <= 1e-4
+
+
+def test_batches_from_a_generator_with_a_transform() -> None:
+    """A one-shot source in the user's own layout: the first batch is not lost, every batch is transformed."""
+    model, _, tasks, keep = _build("fpn")
+    raw = batches(list(tasks))
+    seen = []
+
+    def transform(item: tuple) -> dict:
+        seen.append(1)
+        image, targets = item
+        return {"image": image, **targets}
+
+    source = ((b["image"], {t: b[t] for t in tasks}) for b in raw)  # tuples, not dicts
+    small = taskcut.prune_model(model, tasks, source, keep=keep, sparsity=0.5, transform=transform)
+    assert list(small(raw[0]["image"])) == keep
+    assert len(seen) == len(raw)  # each batch transformed once: the first one was not lost or done twice
