@@ -295,6 +295,32 @@ def score_cmd(
     out.print(f"scored {', '.join(result['tasks'])} on {batches} batches of {batch_size}; wrote {out_file}")
 
 
+@app.command("fleet")
+@_clean_errors
+def fleet_cmd(
+    fleet_file: Path = typer.Argument(..., help="The fleet YAML: base model, data, settings, devices."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the devices' models, fleet.csv and fleet.html."),
+    device: str = typer.Option("cpu", help="torch device."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Score once, then prune every device to its budget, fine-tune, evaluate, export and bench; resumable."""
+    from .experiments.fleet import run_fleet
+
+    _check_device(device)
+    rows = run_fleet(fleet_file, out_dir, device, not quiet)
+    table = Table(title=f"fleet ({len(rows)} devices)")
+    for col in ("device", "tasks", "budget", "reached", "delta_T vs dense", "vs control", "file MB", "latency ms"):
+        table.add_column(col, justify="left" if col in ("device", "tasks", "budget") else "right")
+    for r in rows:
+        dense, control = r["delta_T_vs_dense"], r["delta_T_vs_control"]
+        table.add_row(r["device"], r["tasks"], r["budget"], f"{r['reached']:,.4g} ({r['budget_ratio']:.2f}x)",
+                      "undefined" if dense is None else f"{dense:+.2f}%",
+                      "undefined" if control is None else f"{control:+.2f}%",
+                      f"{r['file_bytes'] / 1e6:.2f}", f"{r['latency_ms']:.1f}")
+    out.print(table)
+    out.print(f"wrote {out_dir / 'fleet.csv'} and {out_dir / 'fleet.html'}")
+
+
 @app.command("finetune")
 @_clean_errors
 def finetune_cmd(

@@ -1,0 +1,256 @@
+"""`taskcut fleet FLEET.yaml --out DIR`: one pre-trained model, many devices, one scoring pass.
+
+```yaml
+base: base.safetensors            # a taskcut model file
+data: synth:scenes                # scored on its train split, tuned on train, chosen on val, judged on test
+scoring: {batches: 50, batch_size: 8}
+finetune: {steps: 300, batch_size: 32, lr: 0.0005, val_every: 50}
+bench: {threads: 2, size: [224, 224], runs: 10}
+devices:
+  - {name: doorbell, tasks: [seg], budget: "params=0.2"}
+  - {name: robot, tasks: [seg, depth, normal], budget: "macs=150M", structured: true}
+```
+
+Every task of the base model is scored once (`taskcut score`); each device is then pruned
+to its budget from those scores with no further forward or backward pass, fine-tuned,
+evaluated against the dense model on its tasks and against the dense control (the same
+fine-tuning), exported to ONNX with the parity check, and benched. A finished device is a
+row of `fleet.csv` and is not recomputed when the run is resumed; `fleet.html` shows them.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..config import safe_yaml
+from ..cut.budget import STRUCTURED_ONLY, parse_budget
+from ..errors import TaskcutError
+from ..fileio import file_sha256, write_text
+from ..models import read_spec
+from ..progress import console
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Device(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    tasks: list[str] = Field(min_length=1)
+    budget: str
+    structured: bool = False
+    runtime: str = "onnxruntime"
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str) -> str:
+        parse_budget(v)
+        return v
+
+
+class Scoring(_Strict):
+    batches: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+
+
+class Finetune(_Strict):
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    val_every: int = Field(default=50, ge=1)
+
+
+class Bench(_Strict):
+    threads: int = Field(default=2, ge=1)
+    size: tuple[int, int] = (224, 224)
+    runs: int = Field(default=10, ge=1)
+
+
+class Fleet(_Strict):
+    base: Path
+    data: str
+    scoring: Scoring = Field(default_factory=Scoring)
+    finetune: Finetune = Field(default_factory=Finetune)
+    bench: Bench = Field(default_factory=Bench)
+    devices: list[Device] = Field(min_length=1)
+
+
+def load_fleet(path: Path) -> Fleet:
+    """The fleet file, checked whole before anything runs: devices, tasks and budgets."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcutError(f"fleet file {path} does not exist")
+    try:
+        data = safe_yaml(path.read_text(), f"fleet file {path}")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TaskcutError(f"fleet file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TaskcutError(f"fleet file {path} must hold a mapping")
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TaskcutError(f"fleet file {path} at {where}: {err['msg']}") from None
+    if not fleet.base.is_absolute():
+        fleet.base = path.parent / fleet.base
+    names = [d.name for d in fleet.devices]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TaskcutError(f"fleet file {path}: device name(s) {', '.join(twice)} used twice")
+    model_tasks = list(read_spec(fleet.base)["model"]["tasks"])
+    for device in fleet.devices:
+        unknown = [t for t in device.tasks if t not in model_tasks]
+        if unknown:
+            raise TaskcutError(f"device {device.name!r} names task(s) {', '.join(unknown)} that {fleet.base} lacks "
+                               f"(it has {', '.join(model_tasks)})")
+        if parse_budget(device.budget).kind in STRUCTURED_ONLY and not device.structured:
+            raise TaskcutError(f"device {device.name!r}: a {parse_budget(device.budget).kind} budget needs "
+                               "structured: true")
+        if device.runtime != "onnxruntime":
+            raise TaskcutError(f"device {device.name!r}: runtime {device.runtime!r} is not available yet; onnxruntime")
+    return fleet
+
+
+def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
+    """Score once, then prune, fine-tune, evaluate, export and bench every device; resumable per device."""
+    from ..deploy.bench import measure
+    from ..deploy.export import export
+    from .pipeline import evaluate_file, finetune_file
+    from .prune import prune
+    from .scores import write_scores
+
+    fleet = load_fleet(path)
+    out = Path(out)
+    (out / "devices").mkdir(parents=True, exist_ok=True)
+    settings = {"base_sha256": file_sha256(fleet.base), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
+                "finetune": fleet.finetune.model_dump()}
+    settings_path = out / "settings.json"
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+        raise TaskcutError(f"{out} holds a fleet run with other settings or another base model; use another --out")
+    write_text(settings_path, json.dumps(settings, indent=2))
+    scores = out / "scores.safetensors"
+    start = time.perf_counter()
+    if not scores.is_file():
+        console.print(f"fleet: scoring every task of {fleet.base.name} once", highlight=False)
+        write_scores(fleet.base, fleet.data, scores, fleet.scoring.batches, fleet.scoring.batch_size, True, device,
+                     show_progress)
+    score_seconds = time.perf_counter() - start
+    rows = _read_rows(out / "fleet.csv")
+    done = {r["device"] for r in rows}
+    dense = measure(fleet.base, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+    for i, dev in enumerate(fleet.devices, 1):
+        if dev.name in done:
+            continue
+        console.print(f"fleet {i}/{len(fleet.devices)}: {dev.name}, {', '.join(dev.tasks)} within {dev.budget}",
+                      highlight=False)
+        folder = out / "devices" / dev.name
+        compact, tuned, onnx = folder / "compact.safetensors", folder / "tuned.safetensors", folder / "model.onnx"
+        summary = prune(fleet.base, dev.tasks, None, compact, fleet.data, batches=fleet.scoring.batches,
+                        batch_size=fleet.scoring.batch_size, force=True, device=device, show_progress=show_progress,
+                        structured=dev.structured, scores_file=scores, budget=dev.budget,
+                        threads=fleet.bench.threads, size=tuple(fleet.bench.size))
+        ft = fleet.finetune
+        finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size, ft.lr, ft.val_every, force=True,
+                      device=device, show_progress=show_progress)
+        report = evaluate_file(tuned, fleet.data, "test", fleet.base, force=True, device=device,
+                               show_progress=show_progress)
+        parity = export(tuned, "onnx", onnx, size=(64, 64), force=True)
+        bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+        assert summary is not None and summary.budget is not None
+        rows.append({
+            "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
+            "reached": summary.budget["reached"], "budget_ratio": summary.budget["ratio"],
+            "sparsity": summary.budget["sparsity"], "delta_T_vs_dense": report["baseline"]["delta_T"],
+            "delta_T_vs_control": report.get("control", {}).get("delta_T"),
+            "params_nonzero": summary.params_after, "file_bytes": tuned.stat().st_size,
+            "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
+            "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
+            "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
+        })
+        _write_rows(out / "fleet.csv", rows)
+    write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(path.read_text())):
+        rows.append({k: (v if k in ("device", "tasks", "budget") else
+                         v == "True" if k == "structured" else float(v) if v not in ("", "None") else None)
+                     for k, v in row.items()})
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _plot(rows: list[dict[str, Any]]) -> str:
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "file_bytes", "file (MB)"), (axes[1], "latency_vs_dense", "latency / dense")):
+        for r in rows:
+            if r["delta_T_vs_dense"] is None:  # undefined (a baseline metric of 0): nothing to place
+                continue
+            x = r[key] / 1e6 if key == "file_bytes" else r[key]
+            ax.scatter(x, r["delta_T_vs_dense"], marker="s" if r["structured"] else "o")
+            ax.annotate(r["device"], (x, r["delta_T_vs_dense"]), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("delta_T vs dense (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("fleet: accuracy against size and latency (squares: structured)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score_seconds: float) -> str:
+    cols = ["device", "tasks", "budget", "reached", "budget_ratio", "sparsity", "delta_T_vs_dense",
+            "delta_T_vs_control", "params_nonzero", "file_bytes", "latency_ms", "latency_vs_dense"]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return html.escape(f"{v:,.4g}")
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+    plot = _plot(rows) if rows else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>taskcut fleet</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head>
+<body><h1>taskcut fleet</h1>
+<p>Base {html.escape(fleet.base.name)}; data {html.escape(fleet.data)}; every task scored once
+({score_seconds:.1f} s); fine-tuning {fleet.finetune.steps} steps per device. delta_T on the test split against the
+dense model on the same tasks and against the dense control (the same fine-tuning). Latency: ONNX Runtime,
+{fleet.bench.threads} threads, 1x3x{fleet.bench.size[0]}x{fleet.bench.size[1]}, median of {fleet.bench.runs};
+the dense five-task model: {dense['latency_ms_median']:.1f} ms.</p>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<img alt="accuracy against size and latency" src="data:image/png;base64,{plot}">
+</body></html>
+"""

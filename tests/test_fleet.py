@@ -1,0 +1,93 @@
+"""`taskcut fleet`: one scoring pass, every device pruned to its budget, evaluated, exported, benched."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from taskcut import load
+from taskcut.cli import app
+from taskcut.compact.masking import masks_of
+from taskcut.cut.budget import FLOOR
+from taskcut.models import build_model, save
+
+from .conftest import tiny_model_config
+
+runner = CliRunner()
+DEVICES = [
+    {"name": "doorbell", "tasks": ["seg"], "budget": "params=0.3"},
+    {"name": "drone", "tasks": ["seg", "depth"], "budget": "size=300kB"},
+    {"name": "robot", "tasks": ["seg", "normal", "depth"], "budget": "params=0.5", "structured": True},
+]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config().model_copy(update={"width": 0.25, "head_hidden": 32})).eval()
+    with torch.no_grad():
+        for branch in model.heads["depth"].branches:
+            branch.conv3.bias.fill_(1.25)
+    return save(model, tmp_path_factory.mktemp("fleet") / "base.safetensors")
+
+
+def _fleet(tmp: Path, base: Path, synth_dir: Path, devices: list[dict]) -> Path:
+    path = tmp / "fleet.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": str(base), "data": f"synth:{synth_dir}", "scoring": {"batches": 2, "batch_size": 4},
+        "finetune": {"steps": 2, "batch_size": 4, "val_every": 1}, "bench": {"size": [32, 32], "runs": 2},
+        "devices": devices}))
+    return path
+
+
+def _nonzero(model: torch.nn.Module) -> int:
+    zeros = sum(int((~m).sum()) for m in masks_of(model).values())
+    return sum(p.numel() for p in model.parameters()) - zeros
+
+
+def test_every_device_meets_its_budget(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fleet", str(_fleet(tmp_path, base, synth_dir, DEVICES)), "--out", str(out),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = {r["device"]: r for r in csv.DictReader((out / "fleet.csv").open())}
+    assert set(rows) == {d["name"] for d in DEVICES}
+    for d in DEVICES:
+        row = rows[d["name"]]
+        assert FLOOR[d["budget"].split("=")[0]] <= float(row["budget_ratio"]) <= 1.0, row
+        tuned = load(out / "devices" / d["name"] / "tuned.safetensors")
+        assert list(tuned.tasks) == d["tasks"]
+        assert float(row["onnx_max_abs_diff"]) <= 1e-4 and "delta_T_vs_control" in row
+    assert rows["doorbell"]["delta_T_vs_control"] not in ("", "None")  # measured against the fine-tuned control
+    small = load(out / "devices" / "doorbell" / "compact.safetensors")
+    dense = sum(p.numel() for n, p in load(base).named_parameters() if n.startswith(("trunk.", "heads.seg.")))
+    assert _nonzero(small) <= 0.3 * dense
+    assert (out / "devices" / "drone" / "compact.safetensors").stat().st_size <= 300_000
+    html = (out / "fleet.html").read_text()
+    assert html.count("<tr>") == 1 + len(DEVICES) and "data:image/png;base64," in html
+    stamp = (out / "devices" / "robot" / "tuned.safetensors").stat().st_mtime_ns
+    result = runner.invoke(app, ["fleet", str(_fleet(tmp_path, base, synth_dir, DEVICES)), "--out", str(out),
+                                 "--quiet"])
+    assert result.exit_code == 0 and (out / "devices" / "robot" / "tuned.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("devices,match", [
+    ([{"name": "a", "tasks": ["seg"], "budget": "flops=3"}], "unknown budget"),
+    ([{"name": "a", "tasks": ["seg"], "budget": "params=10"}], "cannot be met"),
+    ([{"name": "a", "tasks": ["sky"], "budget": "params=0.3"}], "task(s) sky"),
+    ([{"name": "a", "tasks": ["seg"], "budget": "params=0.3"}, {"name": "a", "tasks": ["depth"], "budget": "params=0.3"}],
+     "used twice"),
+    ([{"name": "a", "tasks": ["seg"], "budget": "macs=1M"}], "needs structured: true"),
+])
+def test_bad_fleets_are_one_line(base: Path, synth_dir: Path, tmp_path: Path, devices: list, match: str) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fleet", str(_fleet(tmp_path, base, synth_dir, devices)), "--out", str(out),
+                                 "--quiet"])
+    lines = [line for line in result.output.strip().splitlines() if line.strip() and not line.startswith("fleet")]
+    assert result.exit_code == 2 and len(lines) == 1 and match in lines[0], result.output
+    assert not (out / "devices" / "a" / "compact.safetensors").exists()
