@@ -22,6 +22,14 @@ from .errors import TaskcutError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Prune a pre-trained multi-task model into a compact model holding only the tasks a device needs.")
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect data sets.")
+
+
+@app.callback()
+def _main_options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error "
+                                                                       "(same as TASKCUT_DEBUG=1).")) -> None:
+    if debug:
+        os.environ["TASKCUT_DEBUG"] = "1"
+
 app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
@@ -59,7 +67,7 @@ def _clean_errors(fn: F) -> F:
             if os.environ.get("TASKCUT_DEBUG"):
                 raise
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
-            _fail(f"unexpected {type(exc).__name__}: {first} (TASKCUT_DEBUG=1 shows the traceback)")
+            _fail(f"unexpected {type(exc).__name__}: {first} (taskcut --debug ... shows the traceback)")
 
     return wrapper  # type: ignore[return-value]
 
