@@ -138,13 +138,14 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
         raise TaskcutError(f"{out} holds a fleet run with other settings or another base model; use another --out")
     write_text(settings_path, json.dumps(settings, indent=2))
-    scores = out / "scores.safetensors"
-    start = time.perf_counter()
-    if not scores.is_file():
+    scores, timing = out / "scores.safetensors", out / "scoring.json"
+    if not scores.is_file() or not timing.is_file():
         console.print(f"fleet: scoring every task of {fleet.base.name} once", highlight=False)
+        start = time.perf_counter()
         write_scores(fleet.base, fleet.data, scores, fleet.scoring.batches, fleet.scoring.batch_size, True, device,
                      show_progress)
-    score_seconds = time.perf_counter() - start
+        write_text(timing, json.dumps({"seconds": time.perf_counter() - start}))
+    score_seconds = float(json.loads(timing.read_text())["seconds"])
     rows = _read_rows(out / "fleet.csv")
     done = {r["device"] for r in rows}
     dense = measure(fleet.base, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
