@@ -12,7 +12,6 @@ from typing import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import taskcut
 from taskcut import Task

@@ -90,11 +90,3 @@ def least_pruning(measure: Callable[[float], float], target: float, kind: str, m
             lo = mid
     return best
 
-
-@dataclass
-class Measures:
-    """How each budget figure is read off a pruned model (files and runtimes live elsewhere)."""
-
-    size: Callable[[object], float] | None = None       # bytes of the written file
-    macs: Callable[[object], float] | None = None
-    latency: Callable[[object], float] | None = None    # milliseconds, median of warm runs

@@ -28,7 +28,7 @@ from ..config import TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from ..errors import TaskcutError
 from ..train.evaluate import evaluate
-from ..fileio import file_sha256, write_text
+from ..fileio import file_sha256, write_csv, write_text
 from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
 from ..models import load, save
@@ -100,15 +100,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) every cell, then write the tables, plots and report."""
     from .report import write_report
@@ -148,7 +139,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
         if name not in done:
             console.print(f"[control] {name}")
             rows.append(_control_row(spec, tasks, specs, dense_metrics, test_set, seed, device, show_progress))
-            _write_rows(out / "results.csv", rows)
+            write_csv(out / "results.csv", rows)
         controls[seed] = next(metrics_of(r, specs) for r in rows if r["method"] == CONTROL and int(r["seed"]) == seed)
     cells = [(m, s, seed) for s in spec.sparsities for m in spec.methods for seed in spec.seeds]
     for i, (method, sparsity, seed) in enumerate(cells, 1):
@@ -159,7 +150,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
         row = _run_cell(spec, base, tasks, specs, weights, dense_metrics, train_set, val_set, test_set,
                         method, sparsity, seed, device, show_progress, controls.get(seed))
         rows.append(row)
-        _write_rows(out / "results.csv", rows)
+        write_csv(out / "results.csv", rows)
     write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
     return rows
 

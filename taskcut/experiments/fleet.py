@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
 from ..errors import TaskcutError
-from ..fileio import file_sha256, write_text
+from ..fileio import file_sha256, write_csv, write_text
 from ..models import read_spec
 from ..progress import console
 
@@ -178,7 +178,7 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
             "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
             "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
         })
-        _write_rows(out / "fleet.csv", rows)
+        write_csv(out / "fleet.csv", rows)
     write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
     return rows
 
@@ -192,14 +192,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                          v == "True" if k == "structured" else float(v) if v not in ("", "None") else None)
                      for k, v in row.items()})
     return rows
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 def _plot(rows: list[dict[str, Any]]) -> str:
