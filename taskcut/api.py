@@ -22,7 +22,7 @@ from .compact.masking import apply_masks, masks_of, unmask
 from .config import TrainConfig
 from .cut.decompose import evaluating, task_outputs
 from .cut.fuse import check_sparsity, fuse, parse_rule
-from .cut.score import score
+from .cut.score import prunable_parameters, score
 from .cut.select import check_tasks, select
 from .errors import TaskcutError
 from .models.own import TASKS_ATTR
@@ -105,7 +105,7 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
                 sparsity: float | None = None, structured: bool = False, rule: str = "vote",
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
                 device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int = 8,
-                budget: str | None = None) -> nn.Module:
+                budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> nn.Module:
     """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
 
     Unstructured (default): `sparsity` is the zeroed fraction of conv/linear weights, held by
@@ -116,7 +116,8 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
     see `taskcut.cut.budget`) asks for the least pruning whose result fits it; the report
-    is the result's `taskcut_budget` attribute. The result remembers its tasks, so `save` and
+    is the result's `taskcut_budget` attribute. `scores` from `taskcut.score` on the full
+    model (every task once) skip scoring: a task's scores are the same on any selection. The result remembers its tasks, so `save` and
     `export_model` know them.
     """
     named = named_tasks(tasks)
@@ -136,13 +137,19 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     example = example_input if example_input is not None else first["image"]
     small = select(model, kept, example.to(device))
     specs = {t: named[t] for t in kept}
-    source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else itertools.islice(data, max_batches)
-    scores = score(small, specs, source, device=device)
+    if scores is not None:
+        missing = [t for t in kept if t not in scores]
+        if missing:
+            raise TaskcutError(f"the scores given hold no task(s) {', '.join(missing)}")
+        params = prunable_parameters(small)
+        scores = {t: {n: s for n, s in scores[t].items() if n in params} for t in kept}
+    else:
+        source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else \
+            itertools.islice(data, max_batches)
+        scores = score(small, specs, source, device=device)
     if budget is not None:
-        from .models.io import packed_bytes
-
         small, report = prune_to_budget(small, scores, budget, rule, structured, example.to(device), round_to,
-                                        packed_bytes)
+                                        _file_bytes)
         setattr(small, "taskcut_budget", report)
     elif structured:
         from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
@@ -164,6 +171,25 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
         apply_masks(small, {**existing, **fusion.masks})
     setattr(small, TASKS_ATTR, specs)
     return small
+
+
+#: Room left in a measured file for the provenance the real one carries (how it was made, the budget report).
+PROVENANCE_ROOM = {"room": "x" * 2048}
+
+
+def _file_bytes(model: nn.Module) -> int:
+    """Bytes of the model file `save` writes with up to 2 KB of provenance, when the model knows its factory;
+    else of its packed tensors."""
+    import tempfile
+
+    from .models import save
+    from .models.io import packed_bytes
+    from .models.own import FACTORY_ATTR
+
+    if getattr(model, FACTORY_ATTR, None) is None:
+        return packed_bytes(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        return save(model, Path(tmp) / "m.safetensors", PROVENANCE_ROOM).stat().st_size
 
 
 def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,

@@ -247,11 +247,14 @@ def prune_cmd(
     if _own(config):
         from .experiments.own import load_own_config, prune_own
 
-        if sparsity is None:
-            raise TaskcutError("give --sparsity (budgets for own models from the command line are not there yet; "
-                               "use taskcut.prune_model(..., budget=...))")
+        if (sparsity is None) == (budget is None):
+            raise TaskcutError("give either --sparsity or --budget")
         own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
-                        batches, force, device)
+                        batches, force, device, budget)
+        if own["budget"]:
+            b = own["budget"]
+            out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at "
+                      f"sparsity {b['sparsity']:.4f}")
         out.print(f"{', '.join(own['tasks'])}: {own['parameters_before']:,} -> {own['parameters_after']:,} "
                   f"non-zero parameters; wrote {out_file}")
         return

@@ -91,3 +91,26 @@ def test_bad_fleets_are_one_line(base: Path, synth_dir: Path, tmp_path: Path, de
     lines = [line for line in result.output.strip().splitlines() if line.strip() and not line.startswith("fleet")]
     assert result.exit_code == 2 and len(lines) == 1 and match in lines[0], result.output
     assert not (out / "devices" / "a" / "compact.safetensors").exists()
+
+
+def test_a_fleet_of_an_own_model(tmp_path: Path) -> None:
+    """The fleet takes an own model's YAML (factory, weights, tasks, data) instead of a model file."""
+    from .test_own_cli import _config
+
+    config = _config(tmp_path)
+    path = tmp_path / "own-fleet.yaml"
+    path.write_text(yaml.safe_dump({
+        "config": str(config), "scoring": {"batches": 2}, "finetune": {"steps": 2, "val_every": 1},
+        "bench": {"size": [32, 32], "runs": 2},
+        "devices": [{"name": "cam", "tasks": ["seg"], "budget": "params=0.3"},
+                    {"name": "bot", "tasks": ["seg", "depth"], "budget": "size=40kB"}]}))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fleet", str(path), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = {r["device"]: r for r in csv.DictReader((out / "fleet.csv").open())}
+    assert set(rows) == {"cam", "bot"}
+    for name, row in rows.items():
+        assert FLOOR[row["budget"].split("=")[0]] <= float(row["budget_ratio"]) <= 1.0, row
+        assert float(row["onnx_max_abs_diff"]) <= 1e-4
+    assert (out / "devices" / "bot" / "compact.safetensors").stat().st_size <= 40_000
+    assert list(load(out / "devices" / "cam" / "tuned.safetensors")(torch.rand(1, 3, 32, 32))) == ["seg"]

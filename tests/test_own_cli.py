@@ -120,3 +120,12 @@ def test_a_model_that_no_longer_runs_is_an_error() -> None:
         broken = own_models.hard_coded()
         broken.qkv = torch.nn.Linear(32, 90)
         _check_runs(broken, torch.rand(1, 3, 32, 32))
+
+
+def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    out = tmp_path / "small.safetensors"
+    output = _ok("prune", "--config", config, "--tasks", "seg,depth", "--budget", "params=0.3", "--out", out, "--quiet")
+    assert "budget params <= 0.3 x the dense model: reached" in output
+    report = taskcut.models.read_spec(out)["provenance"]["budget_report"]
+    assert 0.97 <= report["ratio"] <= 1.0

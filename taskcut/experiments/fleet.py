@@ -76,8 +76,9 @@ class Bench(_Strict):
 
 
 class Fleet(_Strict):
-    base: Path
-    data: str
+    base: Path | None = None          # a taskcut model file ...
+    config: Path | None = None        # ... or an own model's YAML (factory, weights, tasks, data)
+    data: str | None = None
     scoring: Scoring = Field(default_factory=Scoring)
     finetune: Finetune = Field(default_factory=Finetune)
     bench: Bench = Field(default_factory=Bench)
@@ -101,17 +102,28 @@ def load_fleet(path: Path) -> Fleet:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise TaskcutError(f"fleet file {path} at {where}: {err['msg']}") from None
-    if not fleet.base.is_absolute():
-        fleet.base = path.parent / fleet.base
+    if (fleet.base is None) == (fleet.config is None):
+        raise TaskcutError(f"fleet file {path}: give either base: (a taskcut model file) or config: (an own model's YAML)")
+    if fleet.base is not None and fleet.data is None:
+        raise TaskcutError(f"fleet file {path}: a base model file needs data: KIND:PATH")
+    for key in ("base", "config"):
+        value = getattr(fleet, key)
+        if value is not None and not value.is_absolute():
+            setattr(fleet, key, path.parent / value)
     names = [d.name for d in fleet.devices]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise TaskcutError(f"fleet file {path}: device name(s) {', '.join(twice)} used twice")
-    model_tasks = list(read_spec(fleet.base)["model"]["tasks"])
+    if fleet.config is not None:
+        from .own import load_own_config
+
+        model_tasks = list(load_own_config(fleet.config).specs)
+    else:
+        model_tasks = list(read_spec(fleet.base)["model"]["tasks"])
     for device in fleet.devices:
         unknown = [t for t in device.tasks if t not in model_tasks]
         if unknown:
-            raise TaskcutError(f"device {device.name!r} names task(s) {', '.join(unknown)} that {fleet.base} lacks "
+            raise TaskcutError(f"device {device.name!r} names task(s) {', '.join(unknown)} that {fleet.base or fleet.config} lacks "
                                f"(it has {', '.join(model_tasks)})")
         if parse_budget(device.budget).kind in STRUCTURED_ONLY and not device.structured:
             raise TaskcutError(f"device {device.name!r}: a {parse_budget(device.budget).kind} budget needs "
@@ -132,8 +144,11 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
     fleet = load_fleet(path)
     out = Path(out)
     (out / "devices").mkdir(parents=True, exist_ok=True)
-    settings = {"base_sha256": file_sha256(fleet.base), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
+    source = fleet.base if fleet.base is not None else fleet.config
+    settings = {"base_sha256": file_sha256(source), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
                 "finetune": fleet.finetune.model_dump()}
+    if fleet.config is not None:
+        return _run_own_fleet(fleet, out, settings, device, show_progress)
     settings_path = out / "settings.json"
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
         raise TaskcutError(f"{out} holds a fleet run with other settings or another base model; use another --out")
@@ -174,6 +189,69 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
             "sparsity": summary.budget["sparsity"], "delta_T_vs_dense": report["baseline"]["delta_T"],
             "delta_T_vs_control": report.get("control", {}).get("delta_T"),
             "params_nonzero": summary.params_after, "file_bytes": tuned.stat().st_size,
+            "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
+            "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
+            "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
+        })
+        write_csv(out / "fleet.csv", rows)
+    write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
+    return rows
+
+
+def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: str,
+                   show_progress: bool) -> list[dict[str, Any]]:
+    """The same per device for an own model: scored once in memory, pruned from those scores, fine-tuned on
+    its train split (best on val), evaluated against its base model, exported and benched."""
+    from ..api import Batches, export_model
+    from ..cut.score import score
+    from ..deploy.bench import measure
+    from ..models import load
+    from .own import evaluate_own, finetune_own, first_input, load_own_config, prune_own
+
+    assert fleet.config is not None
+    cfg = load_own_config(fleet.config)
+    settings["config_weights_sha256"] = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
+    settings_path = out / "settings.json"
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+        raise TaskcutError(f"{out} holds a fleet run with other settings or another model; use another --out")
+    write_text(settings_path, json.dumps(settings, indent=2))
+    base = cfg.build().to(device)
+    rows = _read_rows(out / "fleet.csv")
+    done = {r["device"] for r in rows}
+    start = time.perf_counter()
+    console.print(f"fleet: scoring every task of {cfg.model.factory} once", highlight=False)
+    import itertools
+
+    batches = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), fleet.scoring.batches)
+    scores = score(base, cfg.specs, batches, device=device)
+    score_seconds = time.perf_counter() - start
+    dense_path = out / "dense.safetensors"
+    from ..models import save
+
+    save(base, dense_path, {"fleet": "dense base"}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
+         tasks=cfg.specs)
+    dense = measure(dense_path, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+    for i, dev in enumerate(fleet.devices, 1):
+        if dev.name in done:
+            continue
+        console.print(f"fleet {i}/{len(fleet.devices)}: {dev.name}, {', '.join(dev.tasks)} within {dev.budget}",
+                      highlight=False)
+        folder = out / "devices" / dev.name
+        compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
+        summary = prune_own(cfg, dev.tasks, None, compact, structured=dev.structured, force=True, device=device,
+                            budget=dev.budget, scores=scores, base=base)
+        ft = fleet.finetune
+        finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
+                     show_progress=show_progress)
+        report = evaluate_own(tuned, cfg, "test", Path("base"), device)
+        parity = export_model(load(tuned), folder / "model.onnx", example_input=first_input(cfg))
+        bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+        b = summary["budget"]
+        rows.append({
+            "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
+            "reached": b["reached"], "budget_ratio": b["ratio"], "sparsity": b["sparsity"],
+            "delta_T_vs_dense": report["baseline"]["delta_T"], "delta_T_vs_control": None,
+            "params_nonzero": summary["parameters_after"], "file_bytes": tuned.stat().st_size,
             "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
             "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
             "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
@@ -238,7 +316,7 @@ def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head>
 <body><h1>taskcut fleet</h1>
-<p>Base {html.escape(fleet.base.name)}; data {html.escape(fleet.data)}; every task scored once
+<p>Base {html.escape(str(fleet.base.name if fleet.base else fleet.config))}; data {html.escape(str(fleet.data or 'from the config'))}; every task scored once
 ({score_seconds:.1f} s); fine-tuning {fleet.finetune.steps} steps per device. delta_T on the test split against the
 dense model on the same tasks and against the dense control (the same fine-tuning). Latency: ONNX Runtime,
 {fleet.bench.threads} threads, 1x3x{fleet.bench.size[0]}x{fleet.bench.size[1]}, median of {fleet.bench.runs};

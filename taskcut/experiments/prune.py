@@ -159,7 +159,7 @@ def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, sma
                    batch_size: int, seconds: float, structured: bool, runtime: str, threads: int,
                    size: tuple[int, int] | None) -> PruneSummary:
     """The least pruning within `budget`; the file figure is measured on the file as it is written."""
-    from ..api import prune_to_budget
+    from ..api import PROVENANCE_ROOM, prune_to_budget
     from ..compact.masking import masks_of
 
     device = next(small.parameters()).device
@@ -168,9 +168,9 @@ def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, sma
                   "rule": rule, "budget": budget, "score_batches": batches, "score_batch_size": batch_size,
                   "data": data}
 
-    def file_bytes(candidate: torch.nn.Module) -> int:
+    def file_bytes(candidate: torch.nn.Module) -> int:  # with room for the budget report the real file adds
         with tempfile.TemporaryDirectory() as tmp:
-            return save(candidate, Path(tmp) / out.name, {**provenance, "sparsity": 0.0}).stat().st_size
+            return save(candidate, Path(tmp) / out.name, {**provenance, **PROVENANCE_ROOM}).stat().st_size
 
     pruned, report = prune_to_budget(small, scores, budget, rule, structured, example, file_bytes=file_bytes,
                                      runtime=runtime, threads=threads)
