@@ -24,11 +24,11 @@ from .cut.decompose import evaluating, task_outputs
 from .cut.fuse import check_sparsity, fuse, parse_rule
 from .cut.score import prunable_parameters, score
 from .cut.select import check_tasks, select
+from .data.dataset import to_device
 from .errors import TaskcutError
 from .models.own import TASKS_ATTR
 from .tasks import TaskSpec, delta_t
 
-Batch = Mapping[str, Any]
 Transform = Callable[[Any], Mapping[str, torch.Tensor]]
 
 
@@ -51,7 +51,7 @@ class Batches:
         if not isinstance(batch, Mapping):
             raise TaskcutError(f"a batch of the {self.what} is a {type(batch).__name__}, not a dict: give "
                                "transform= to turn it into {'image': input, task: target, ...}")
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return to_device(batch, self.device)
 
     def first(self) -> dict[str, torch.Tensor]:
         """The first batch. A one-shot iterator (a generator) is not lost for it: the batch taken
@@ -244,9 +244,13 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)) * 1e3
 
     def measure(s: float) -> float:
+        # only the least-pruned model within the budget so far is kept: the search's answer is always one
         model = pruned(s)
-        cache[s] = (model, figure(model))
-        return cache[s][1]
+        value = figure(model)
+        if value <= target and (not cache or s < min(cache)):
+            cache.clear()
+            cache[s] = (model, value)
+        return value
 
     unit = {"size": " bytes", "latency": " ms"}.get(parsed.kind, "")
     sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
