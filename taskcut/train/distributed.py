@@ -69,8 +69,13 @@ def init(device: str) -> str:
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank that tore it down while another was still writing
+    aborted now and then (gloo with a timeout set), so every rank first waits for the others."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier() -> None:
