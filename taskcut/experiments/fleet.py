@@ -183,16 +183,8 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
         parity = export(tuned, "onnx", onnx, size=(64, 64), force=True)
         bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
         assert summary is not None and summary.budget is not None
-        rows.append({
-            "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
-            "reached": summary.budget["reached"], "budget_ratio": summary.budget["ratio"],
-            "sparsity": summary.budget["sparsity"], "delta_T_vs_dense": report["baseline"]["delta_T"],
-            "delta_T_vs_control": report.get("control", {}).get("delta_T"),
-            "params_nonzero": summary.params_after, "file_bytes": tuned.stat().st_size,
-            "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
-            "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
-            "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
-        })
+        rows.append(_row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
+                         summary.params_after, tuned, bench, dense, parity))
         write_csv(out / "fleet.csv", rows)
     write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
     return rows
@@ -246,19 +238,24 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
         report = evaluate_own(tuned, cfg, "test", Path("base"), device)
         parity = export_model(load(tuned), folder / "model.onnx", example_input=first_input(cfg))
         bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
-        b = summary["budget"]
-        rows.append({
-            "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
-            "reached": b["reached"], "budget_ratio": b["ratio"], "sparsity": b["sparsity"],
-            "delta_T_vs_dense": report["baseline"]["delta_T"], "delta_T_vs_control": None,
-            "params_nonzero": summary["parameters_after"], "file_bytes": tuned.stat().st_size,
-            "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
-            "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
-            "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
-        })
+        rows.append(_row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
+                         tuned, bench, dense, parity))
         write_csv(out / "fleet.csv", rows)
     write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
     return rows
+
+
+def _row(dev: Device, budget: dict[str, Any], vs_dense: float | None, vs_control: float | None, params: int,
+         tuned: Path, bench: dict[str, Any], dense: dict[str, Any], parity: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """One device's line of fleet.csv and fleet.html."""
+    return {
+        "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
+        "reached": budget["reached"], "budget_ratio": budget["ratio"], "sparsity": budget["sparsity"],
+        "delta_T_vs_dense": vs_dense, "delta_T_vs_control": vs_control, "params_nonzero": params,
+        "file_bytes": tuned.stat().st_size, "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
+        "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
+        "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
+    }
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
