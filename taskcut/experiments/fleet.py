@@ -26,7 +26,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -149,10 +149,7 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
                 "finetune": fleet.finetune.model_dump()}
     if fleet.config is not None:
         return _run_own_fleet(fleet, out, settings, device, show_progress)
-    settings_path = out / "settings.json"
-    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-        raise TaskcutError(f"{out} holds a fleet run with other settings or another base model; use another --out")
-    write_text(settings_path, json.dumps(settings, indent=2))
+    _claim(out, settings)
     scores, timing = out / "scores.safetensors", out / "scoring.json"
     if not scores.is_file() or not timing.is_file():
         console.print(f"fleet: scoring every task of {fleet.base.name} once", highlight=False)
@@ -160,16 +157,9 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
         write_scores(fleet.base, fleet.data, scores, fleet.scoring.batches, fleet.scoring.batch_size, True, device,
                      show_progress)
         write_text(timing, json.dumps({"seconds": time.perf_counter() - start}))
-    score_seconds = float(json.loads(timing.read_text())["seconds"])
-    rows = _read_rows(out / "fleet.csv")
-    done = {r["device"] for r in rows}
     dense = measure(fleet.base, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
-    for i, dev in enumerate(fleet.devices, 1):
-        if dev.name in done:
-            continue
-        console.print(f"fleet {i}/{len(fleet.devices)}: {dev.name}, {', '.join(dev.tasks)} within {dev.budget}",
-                      highlight=False)
-        folder = out / "devices" / dev.name
+
+    def one(dev: Device, folder: Path) -> dict[str, Any]:
         compact, tuned, onnx = folder / "compact.safetensors", folder / "tuned.safetensors", folder / "model.onnx"
         summary = prune(fleet.base, dev.tasks, None, compact, fleet.data, batches=fleet.scoring.batches,
                         batch_size=fleet.scoring.batch_size, force=True, device=device, show_progress=show_progress,
@@ -183,65 +173,85 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
         parity = export(tuned, "onnx", onnx, size=(64, 64), force=True)
         bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
         assert summary is not None and summary.budget is not None
-        rows.append(_row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
-                         summary.params_after, tuned, bench, dense, parity))
-        write_csv(out / "fleet.csv", rows)
-    write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
+        return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
+                    summary.params_after, tuned, bench, dense, parity)
+
+    rows = _each_device(fleet, out, one)
+    write_text(out / "fleet.html", _html(fleet, rows, dense, float(json.loads(timing.read_text())["seconds"])))
     return rows
 
 
-def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: str,
-                   show_progress: bool) -> list[dict[str, Any]]:
-    """The same per device for an own model: scored once in memory, pruned from those scores, fine-tuned on
-    its train split (best on val), evaluated against its base model, exported and benched."""
-    from ..api import Batches, export_model
-    from ..cut.score import score
-    from ..deploy.bench import measure
-    from ..models import load
-    from .own import evaluate_own, finetune_own, first_input, load_own_config, prune_own
-
-    assert fleet.config is not None
-    cfg = load_own_config(fleet.config)
-    settings["config_weights_sha256"] = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
+def _claim(out: Path, settings: dict[str, Any]) -> None:
+    """A fleet folder belongs to one base model and one set of settings, so resumed rows stay comparable."""
     settings_path = out / "settings.json"
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-        raise TaskcutError(f"{out} holds a fleet run with other settings or another model; use another --out")
+        raise TaskcutError(f"{out} holds a fleet run with other settings or another base model; use another --out")
     write_text(settings_path, json.dumps(settings, indent=2))
-    base = cfg.build().to(device)
+
+
+def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run every device not yet in fleet.csv; each finished device is written before the next starts."""
     rows = _read_rows(out / "fleet.csv")
     done = {r["device"] for r in rows}
-    start = time.perf_counter()
-    console.print(f"fleet: scoring every task of {cfg.model.factory} once", highlight=False)
-    import itertools
-
-    batches = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), fleet.scoring.batches)
-    scores = score(base, cfg.specs, batches, device=device)
-    score_seconds = time.perf_counter() - start
-    dense_path = out / "dense.safetensors"
-    from ..models import save
-
-    save(base, dense_path, {"fleet": "dense base"}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
-         tasks=cfg.specs)
-    dense = measure(dense_path, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
     for i, dev in enumerate(fleet.devices, 1):
         if dev.name in done:
             continue
         console.print(f"fleet {i}/{len(fleet.devices)}: {dev.name}, {', '.join(dev.tasks)} within {dev.budget}",
                       highlight=False)
-        folder = out / "devices" / dev.name
+        rows.append(run(dev, out / "devices" / dev.name))
+        write_csv(out / "fleet.csv", rows)
+    return rows
+
+
+def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: str,
+                   show_progress: bool) -> list[dict[str, Any]]:
+    """The same per device for an own model: scored once in memory (when a device still needs it), pruned
+    from those scores, fine-tuned on its train split (best on val), evaluated against its base model,
+    exported and benched."""
+    import itertools
+
+    from ..api import Batches, export_model
+    from ..cut.score import score
+    from ..deploy.bench import measure
+    from ..models import load, save
+    from .own import evaluate_own, finetune_own, first_input, load_own_config, prune_own
+
+    assert fleet.config is not None
+    cfg = load_own_config(fleet.config)
+    settings["config_weights_sha256"] = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
+    _claim(out, settings)
+    base = cfg.build().to(device)
+    scored: dict[str, Any] = {}
+
+    def scores() -> Any:
+        if not scored:
+            console.print(f"fleet: scoring every task of {cfg.model.factory} once", highlight=False)
+            start = time.perf_counter()
+            batches = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), fleet.scoring.batches)
+            scored["scores"] = score(base, cfg.specs, batches, device=device)
+            scored["seconds"] = time.perf_counter() - start
+        return scored["scores"]
+
+    dense_path = out / "dense.safetensors"
+    save(base, dense_path, {"fleet": "dense base"}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
+         tasks=cfg.specs)
+    dense = measure(dense_path, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+
+    def one(dev: Device, folder: Path) -> dict[str, Any]:
         compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
         summary = prune_own(cfg, dev.tasks, None, compact, structured=dev.structured, force=True, device=device,
-                            budget=dev.budget, scores=scores, base=base)
+                            budget=dev.budget, scores=scores(), base=base)
         ft = fleet.finetune
         finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
                      show_progress=show_progress)
         report = evaluate_own(tuned, cfg, "test", Path("base"), device)
         parity = export_model(load(tuned), folder / "model.onnx", example_input=first_input(cfg))
         bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
-        rows.append(_row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
-                         tuned, bench, dense, parity))
-        write_csv(out / "fleet.csv", rows)
-    write_text(out / "fleet.html", _html(fleet, rows, dense, score_seconds))
+        return _row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
+                    tuned, bench, dense, parity)
+
+    rows = _each_device(fleet, out, one)
+    write_text(out / "fleet.html", _html(fleet, rows, dense, scored.get("seconds")))
     return rows
 
 
@@ -296,7 +306,7 @@ def _plot(rows: list[dict[str, Any]]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score_seconds: float) -> str:
+def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score_seconds: float | None) -> str:
     cols = ["device", "tasks", "budget", "reached", "budget_ratio", "sparsity", "delta_T_vs_dense",
             "delta_T_vs_control", "params_nonzero", "file_bytes", "latency_ms", "latency_vs_dense"]
 
@@ -314,7 +324,7 @@ def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head>
 <body><h1>taskcut fleet</h1>
 <p>Base {html.escape(str(fleet.base.name if fleet.base else fleet.config))}; data {html.escape(str(fleet.data or 'from the config'))}; every task scored once
-({score_seconds:.1f} s); fine-tuning {fleet.finetune.steps} steps per device. delta_T on the test split against the
+({f"{score_seconds:.1f} s" if score_seconds is not None else "in an earlier run"}); fine-tuning {fleet.finetune.steps} steps per device. delta_T on the test split against the
 dense model on the same tasks and against the dense control (the same fine-tuning). Latency: ONNX Runtime,
 {fleet.bench.threads} threads, 1x3x{fleet.bench.size[0]}x{fleet.bench.size[1]}, median of {fleet.bench.runs};
 the dense five-task model: {dense['latency_ms_median']:.1f} ms.</p>
