@@ -241,7 +241,7 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         if parsed.kind == "macs":
             return float(count_macs(model, example[:1]))
         image = example[:1].cpu()
-        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)) * 1e3
+        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)[0]) * 1e3
 
     def measure(s: float) -> float:
         # only the least-pruned model within the budget so far is kept: the search's answer is always one
@@ -309,14 +309,32 @@ def _metrics(model: nn.Module, tasks: Mapping[str, TaskSpec], data: Batches,
 
 
 def export_model(model: nn.Module, path: str | Path, *, example_input: torch.Tensor, format: str = "onnx",
-                 int8: bool = False, tasks: Mapping[str, TaskSpec] | None = None) -> dict[str, Any]:
-    """Export with outputs named by task and the batch axis dynamic; the file is run on
+                 int8: bool = False, calibration: Iterable[Any] | None = None, evaluate: Iterable[Any] | None = None,
+                 transform: Transform | None = None, tasks: Mapping[str, TaskSpec] | None = None) -> dict[str, Any]:
+    """Export for an edge runtime (`format`: onnx, executorch, litert, openvino, torchscript) with
+    outputs named by task where the format allows it. The file is run in its runtime on
     `example_input` against eager PyTorch: fp32 must agree within 1e-4 or nothing is written.
-    Returns the parity (or int8 agreement) figures per task."""
-    from .deploy.export import export_module
+    `int8` calibrates on up to 32 images of `calibration` (your training batches). With `evaluate`
+    batches (and `tasks`, or tasks attached by taskcut), the file's metrics on them in its runtime and
+    delta_T against the fp32 model in PyTorch are in the returned record, which is also written
+    beside the file as FILE.taskcut.json."""
+    from .deploy.export import CALIBRATION_IMAGES, export_module
 
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
         raise TaskcutError("example_input must be a batch of model inputs (a tensor)")
-    known = tasks if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}
-    kinds = {name: t.kind for name, t in known.items()}
-    return export_module(model, Path(path), example_input.cpu(), format, int8, kinds)
+    if int8 and calibration is None:
+        raise TaskcutError("int8 calibrates on training images: pass calibration= (batches of your train split)")
+    known = named_tasks(tasks) if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}
+    images = None
+    if int8:
+        taken, count = [], 0
+        for batch in Batches(calibration, transform, what="calibration batches"):
+            taken.append(batch["image"].cpu())
+            count += len(taken[-1])
+            if count >= CALIBRATION_IMAGES:
+                break
+        images = torch.cat(taken)[:CALIBRATION_IMAGES]
+    if evaluate is not None and not known:
+        raise TaskcutError("evaluate= needs tasks= (their kinds say how each output is scored)")
+    data = Batches(evaluate, transform, what="evaluation batches") if evaluate is not None else None
+    return export_module(model.cpu(), Path(path), example_input.cpu(), format, images, known, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ runner = CliRunner()
 DEVICES = [
     {"name": "doorbell", "tasks": ["seg"], "budget": "params=0.3"},
     {"name": "drone", "tasks": ["seg", "depth"], "budget": "size=300kB"},
-    {"name": "robot", "tasks": ["seg", "normal", "depth"], "budget": "params=0.5", "structured": True},
+    {"name": "robot", "tasks": ["seg", "normal", "depth"], "budget": "params=0.5", "structured": True,
+     "runtime": "openvino", "int8": True},
 ]
 
 
@@ -62,7 +64,15 @@ def test_every_device_meets_its_budget(base: Path, synth_dir: Path, tmp_path: Pa
         assert FLOOR[d["budget"].split("=")[0]] <= float(row["budget_ratio"]) <= 1.0, row
         tuned = load(out / "devices" / d["name"] / "tuned.safetensors")
         assert list(tuned.tasks) == d["tasks"]
-        assert float(row["onnx_max_abs_diff"]) <= 1e-4 and "delta_T_vs_control" in row
+        assert "delta_T_vs_control" in row and row["runtime"] == d.get("runtime", "onnxruntime")
+        if not d.get("int8"):
+            assert float(row["export_max_abs_diff"]) <= 1e-4
+    robot = rows["robot"]  # int8 in OpenVINO: evaluated in the runtime against its own fp32 model
+    record = json.loads((out / "devices" / "robot" / "model.xml.taskcut.json").read_text())
+    assert robot["int8"] == "True" and "export_delta_T_vs_fp32" in robot and record["int8"]
+    assert set(record["evaluation"]["metrics"]) == {"seg", "normal", "depth"}
+    assert (out / "devices" / "robot" / "model.xml").is_file() and (out / "devices" / "robot" / "model.bin").is_file()
+    assert float(robot["export_bytes"]) < (out / "devices" / "robot" / "tuned.safetensors").stat().st_size
     assert rows["doorbell"]["delta_T_vs_control"] not in ("", "None")  # measured against the fine-tuned control
     small = load(out / "devices" / "doorbell" / "compact.safetensors")
     dense = sum(p.numel() for n, p in load(base).named_parameters() if n.startswith(("trunk.", "heads.seg.")))
@@ -83,6 +93,8 @@ def test_every_device_meets_its_budget(base: Path, synth_dir: Path, tmp_path: Pa
     ([{"name": "a", "tasks": ["seg"], "budget": "params=0.3"}, {"name": "a", "tasks": ["depth"], "budget": "params=0.3"}],
      "used twice"),
     ([{"name": "a", "tasks": ["seg"], "budget": "macs=1M"}], "needs structured: true"),
+    ([{"name": "a", "tasks": ["seg"], "budget": "params=0.3", "runtime": "tvm"}], "unknown runtime 'tvm'"),
+    ([{"name": "a", "tasks": ["seg"], "budget": "params=0.3", "runtime": "torch"}], "not an edge runtime"),
 ])
 def test_bad_fleets_are_one_line(base: Path, synth_dir: Path, tmp_path: Path, devices: list, match: str) -> None:
     out = tmp_path / "run"
@@ -111,6 +123,6 @@ def test_a_fleet_of_an_own_model(tmp_path: Path) -> None:
     assert set(rows) == {"cam", "bot"}
     for name, row in rows.items():
         assert FLOOR[row["budget"].split("=")[0]] <= float(row["budget_ratio"]) <= 1.0, row
-        assert float(row["onnx_max_abs_diff"]) <= 1e-4
+        assert float(row["export_max_abs_diff"]) <= 1e-4
     assert (out / "devices" / "bot" / "compact.safetensors").stat().st_size <= 40_000
     assert list(load(out / "devices" / "cam" / "tuned.safetensors")(torch.rand(1, 3, 32, 32))) == ["seg"]

@@ -86,7 +86,7 @@ def test_unstructured_pipeline(name: str, tmp_path: Path) -> None:
     assert set(report["metrics"]) == set(keep)
     assert set(report["baseline"]["metrics"]) == set(keep)
 
-    parity = taskcut.export_model(small, tmp_path / "m.onnx", example_input=x)
+    parity = taskcut.export_model(small, tmp_path / "m.onnx", example_input=x)["check"]
     assert set(parity) == set(keep) and max(r["max_abs_diff"] for r in parity.values()) <= 1e-4
     path = taskcut.save(small, tmp_path / "m.safetensors", factory=factory, tasks=kept_tasks)
     again = taskcut.load(path)
@@ -108,7 +108,7 @@ def test_structured_pipeline(name: str, tmp_path: Path) -> None:
     assert removed > 0.2, removed
     kept_tasks = {t: tasks[t] for t in keep}
     taskcut.finetune_model(small, kept_tasks, data, steps=2)
-    parity = taskcut.export_model(small, tmp_path / "s.onnx", example_input=x)
+    parity = taskcut.export_model(small, tmp_path / "s.onnx", example_input=x)["check"]
     assert max(r["max_abs_diff"] for r in parity.values()) <= 1e-4
     again = taskcut.load(taskcut.save(small, tmp_path / "s.safetensors", factory=factory))
     assert _same_outputs(small, again, x)
@@ -157,7 +157,7 @@ def test_structured_attention_keeps_the_head_layout(name: str, tmp_path: Path) -
                       for n, p in m.named_parameters(recurse=False) if p.dim() > 1)
         assert 1 - after_n / before_n >= 0.4
     x = data[0]["image"]
-    assert max(r["max_abs_diff"] for r in taskcut.export_model(small, tmp_path / "a.onnx", example_input=x).values()) <= 1e-4
+    assert max(r["max_abs_diff"] for r in taskcut.export_model(small, tmp_path / "a.onnx", example_input=x)["check"].values()) <= 1e-4
 
 
 def test_batches_from_a_generator_with_a_transform() -> None:

@@ -1,22 +1,24 @@
-"""Latency, parameters, MACs and file size of a model file, optionally against another (`taskcut bench`)."""
+"""Latency, parameters, MACs and file size of a model or an exported file, optionally against another
+(`taskcut bench`)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
-from .export import TupleOutputs, _onnx, baked, ort_session
-from ..models import load
-
-RUNTIMES = ("torch", "onnxruntime")
+from .export import TupleOutputs, baked, model_data, open_runner, record_path
+from .formats import FORMATS, RUNTIMES, format_of_file, format_of_runtime
+from ..models import load, read_spec
 
 
 def count_macs(model: nn.Module, image: torch.Tensor) -> int:
@@ -41,13 +43,34 @@ def count_macs(model: nn.Module, image: torch.Tensor) -> int:
     return total
 
 
-def measure(path: Path, runtime: str = "onnxruntime", threads: int = 2, size: tuple[int, int] = (224, 224),
-            warmup: int = 3, runs: int = 10) -> dict[str, Any]:
-    """One model file: median and minimum latency over warm runs (batch 1), parameters, MACs, file size."""
-    if runtime not in RUNTIMES:
-        raise TaskcutError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
+def check_runtime(runtime: str, int8: bool = False) -> None:
+    if runtime != "torch":
+        form = format_of_runtime(runtime)
+        if int8 and not form.int8:
+            raise TaskcutError(f"--int8 is not available for runtime {runtime}")
+        form.module()
+    elif int8:
+        offered = ", ".join(f.runtime for f in FORMATS.values() if f.int8)
+        raise TaskcutError(f"--int8 runs in an edge runtime, not eager torch; runtimes with int8: {offered}")
+
+
+def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tuple[int, int] | None = None,
+            warmup: int = 3, runs: int = 10, int8: bool = False, data: str | None = None) -> dict[str, Any]:
+    """Median and minimum latency over warm runs (batch 1) and file size of a taskcut model file run in
+    `runtime` (exported on the fly; int8 calibrated on `data`, default the model's own), or of an exported
+    file run in its own runtime; parameters and MACs where the file is a taskcut model."""
     if threads < 1 or warmup < 0 or runs < 1:
         raise TaskcutError("--threads and --runs must be at least 1")
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcutError(f"{path} does not exist")
+    form = format_of_file(path)
+    if form is not None:
+        return _measure_file(path, form, runtime, threads, size, warmup, runs, int8)
+    runtime = runtime or "onnxruntime"
+    check_runtime(runtime, int8)
+    spec = read_spec(path)  # a clear error for anything that is not a taskcut model
+    size = size or (224, 224)
     model = baked(load(path))
     image = torch.rand(1, 3, *size)
     with torch.no_grad():
@@ -55,18 +78,73 @@ def measure(path: Path, runtime: str = "onnxruntime", threads: int = 2, size: tu
     stats: dict[str, Any] = {
         "model": str(path), "tasks": tasks, "parameters": sum(p.numel() for p in model.parameters()),
         "nonzero_parameters": sum(int((p != 0).sum()) for p in model.parameters()),
-        "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime,
+        "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime, "int8": int8,
         "threads": threads, "size": list(size),
     }
-    times = latencies(model, image, runtime, threads, warmup, runs, tasks)
+    calibration = None
+    if int8:
+        calibration = _calibration(spec, data, size, path)
+    times, exported = latencies(model, image, runtime, threads, warmup, runs, tasks, calibration)
+    if exported is not None:
+        stats["export_bytes"] = exported
     stats["latency_ms_median"] = statistics.median(times) * 1e3
     stats["latency_ms_min"] = min(times) * 1e3
     return stats
 
 
+def _calibration(spec: dict[str, Any], data: str | None, size: tuple[int, int], path: Path) -> torch.Tensor:
+    from ..data.dataset import open_for_tasks
+    from .export import CALIBRATION_IMAGES
+
+    data = data or model_data(spec)
+    if data is None:
+        raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {path})")
+    model = load(path)
+    train = open_for_tasks(data, "train", model.config.task_specs())
+    images = torch.as_tensor(train.batch(list(range(min(len(train), CALIBRATION_IMAGES))))["image"])
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
+    return images
+
+
+def _measure_file(path: Path, form: Any, runtime: str | None, threads: int, size: tuple[int, int] | None,
+                  warmup: int, runs: int, int8: bool) -> dict[str, Any]:
+    if runtime is not None and runtime != form.runtime:
+        raise TaskcutError(f"{path.name} is a {form.name} file; it runs in {form.runtime}, not {runtime}")
+    if int8:
+        raise TaskcutError(f"{path.name} is already exported; --int8 applies when benching a taskcut model file")
+    record = _record(path)
+    shape = record.get("input")
+    if size is None and shape is None:
+        raise TaskcutError(f"{path.name} has no {record_path(path).name} beside it: pass --size H W")
+    channels = shape[0] if shape else 3
+    size = size or (shape[1], shape[2])
+    runner = open_runner(path, form, threads, record.get("tasks"))
+    image = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
+    times = _time(lambda: runner(image), warmup, runs)
+    module = form.module()
+    companions = module.companions(path) if hasattr(module, "companions") else []
+    return {"model": str(path), "tasks": record.get("tasks"), "format": form.name, "runtime": form.runtime,
+            "int8": record.get("int8"), "file_bytes": sum(p.stat().st_size for p in [path, *companions] if p.exists()),
+            "threads": threads, "size": list(size), "latency_ms_median": statistics.median(times) * 1e3,
+            "latency_ms_min": min(times) * 1e3}
+
+
+def _record(path: Path) -> dict[str, Any]:
+    record = record_path(path)
+    if not record.is_file():
+        return {}
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise TaskcutError(f"{record} is not a taskcut export record") from None
+
+
 def latencies(model: nn.Module, image: torch.Tensor, runtime: str = "onnxruntime", threads: int = 2,
-              warmup: int = 3, runs: int = 10, tasks: list[str] | None = None) -> list[float]:
-    """Seconds of each of `runs` warm runs of a (baked) model on `image` in `runtime`."""
+              warmup: int = 3, runs: int = 10, tasks: list[str] | None = None,
+              calibration: torch.Tensor | None = None) -> tuple[list[float], int | None]:
+    """Seconds of each of `runs` warm runs of a (baked) model on `image` in `runtime`, and the bytes of
+    the file it ran from (None for eager torch). With `calibration` images the file is int8."""
     if runtime not in RUNTIMES:
         raise TaskcutError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
     if runtime == "torch":
@@ -74,31 +152,24 @@ def latencies(model: nn.Module, image: torch.Tensor, runtime: str = "onnxruntime
         torch.set_num_threads(threads)
         try:
             with torch.no_grad():
-                return _time(lambda: model(image), warmup, runs)
+                return _time(lambda: model(image), warmup, runs), None
         finally:
             torch.set_num_threads(previous)
+    form = format_of_runtime(runtime)
     if tasks is None:
         with torch.no_grad():
             tasks = list(task_outputs(model(image)))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        _onnx(TupleOutputs(model, tasks).eval(), image, onnx_path)
-        session = ort_session(onnx_path, threads)
-        feed = {"image": image.numpy()}
-        return _time(lambda: session.run(None, feed), warmup, runs)
+        path = Path(tmp) / f"model{form.suffix}"
+        module = form.module()
+        module.write(TupleOutputs(model, tasks).eval(), image, calibration, path, tasks)
+        runner = open_runner(path, form, threads, tasks)
+        feed = image.numpy()
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        return _time(lambda: runner(feed), warmup, runs), size
 
 
-def measure_onnx_file(path: Path, threads: int = 2, size: tuple[int, int] = (224, 224), warmup: int = 3,
-                      runs: int = 10) -> dict[str, Any]:
-    """Latency of an already exported ONNX file (for int8 models, which have no taskcut file)."""
-    session = ort_session(path, threads)
-    feed = {"image": torch.rand(1, 3, *size).numpy()}
-    times = _time(lambda: session.run(None, feed), warmup, runs)
-    return {"model": str(path), "file_bytes": path.stat().st_size, "runtime": "onnxruntime", "threads": threads,
-            "latency_ms_median": statistics.median(times) * 1e3, "latency_ms_min": min(times) * 1e3}
-
-
-def _time(fn, warmup: int, runs: int) -> list[float]:
+def _time(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -110,5 +181,6 @@ def _time(fn, warmup: int, runs: int) -> list[float]:
 
 
 def ratios(stats: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
-    keys = ("parameters", "nonzero_parameters", "macs", "file_bytes", "latency_ms_median", "latency_ms_min")
+    keys = ("parameters", "nonzero_parameters", "macs", "file_bytes", "export_bytes", "latency_ms_median",
+            "latency_ms_min")
     return {k: stats[k] / other[k] for k in keys if k in stats and k in other and other[k]}

@@ -1,36 +1,45 @@
-"""Export a taskcut model to ONNX or TorchScript, and prove the file computes what eager PyTorch does.
+"""Export a taskcut model to an edge runtime's file, and prove the file computes what eager PyTorch does.
 
-Outputs are named by task and the batch axis is dynamic. After every export the file is run
-on sample inputs (onnxruntime or the TorchScript runtime) and compared with the eager model:
-fp32 must agree to 1e-4 (max absolute difference) or the export fails and nothing is left
-behind. `--int8` quantises the ONNX model statically (QDQ, per-channel weights, calibrated on
-sample images) and reports per-task agreement instead: argmax agreement for segmentation,
-relative error for dense outputs.
+Formats (`taskcut.deploy.formats`): ONNX (ONNX Runtime), ExecuTorch, LiteRT, OpenVINO and
+TorchScript. Outputs are named by task where the format allows it. After every export the file
+is run in its own runtime on sample inputs and compared with the eager model: fp32 must agree to
+1e-4 (max absolute difference) or the export fails and nothing is left behind. `int8` quantises
+statically, calibrated on training images, and reports per-task agreement instead (argmax
+agreement for segmentation and classification, relative error for dense outputs). Given
+evaluation data, the exported file's own metrics on it are computed in its runtime, with
+delta_T against the fp32 model in PyTorch. A `FILE.taskcut.json` beside the file records the
+tasks, the format and these figures.
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..compact.masking import unmask
-from ..errors import TaskcutError
-from ..fileio import atomic_path, check_writable
 from ..cut.decompose import task_outputs
+from ..errors import TaskcutError
+from ..fileio import check_writable, clean_stale, temp_prefix
 from ..models import load, read_spec
+from ..tasks.dense import TaskSpec
+from .formats import FORMATS, Format, get_format, need  # noqa: F401  (need: used by other modules)
 
-FORMATS = ("onnx", "torchscript")
 PARITY = 1e-4
+CALIBRATION_IMAGES = 32
+Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
 class TupleOutputs(nn.Module):
-    """The model with outputs as a tuple in task order: what ONNX and TorchScript need."""
+    """The model with outputs as a tuple in task order: what exporters need."""
 
     def __init__(self, model: nn.Module, tasks: list[str] | None = None) -> None:
         super().__init__()
@@ -38,7 +47,7 @@ class TupleOutputs(nn.Module):
         self.tasks = list(tasks) if tasks is not None else list(model.tasks)  # type: ignore[arg-type]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(image)
+        out = task_outputs(self.model(image))
         return tuple(out[t] for t in self.tasks)
 
 
@@ -50,140 +59,206 @@ def baked(model: nn.Module) -> nn.Module:
 
 
 def sample_inputs(size: tuple[int, int], n: int = 4, seed: int = 0) -> torch.Tensor:
-    """Synth scenes as sample and calibration images (no data set needed)."""
+    """Synth scenes as sample images when no data is given."""
     from ..data.synth import render
 
     return torch.from_numpy(np.stack([render(seed, "test", i, *size)["image"] for i in range(n)]))
 
 
+def check_options(fmt: str, int8: bool, out: Path) -> Format:
+    """Every refusal that needs no work: unknown format, int8 where it is not offered, the file name,
+    a runtime not installed."""
+    form = get_format(fmt)
+    if int8 and not form.int8:
+        offered = ", ".join(f.name for f in FORMATS.values() if f.int8)
+        raise TaskcutError(f"--int8 is not available for --format {fmt}; it is for: {offered}")
+    if not Path(out).name.endswith(form.suffix):
+        raise TaskcutError(f"--out for --format {fmt} must end in {form.suffix}, got {Path(out).name}")
+    form.module()  # a missing extra is one line, before any work
+    return form
+
+
+def file_set(out: Path, form: Format) -> list[Path]:
+    """Every file an export writes: the model, its companions (OpenVINO's weights), the record."""
+    module = form.module()
+    extra = module.companions(out) if hasattr(module, "companions") else []
+    return [out, *extra, record_path(out)]
+
+
+def record_path(out: Path) -> Path:
+    return Path(f"{out}.taskcut.json")
+
+
+def model_data(spec: Mapping[str, Any]) -> str | None:
+    """The data a zoo model was trained or fine-tuned on, from its provenance (calibration and evaluation)."""
+    node: Any = spec.get("provenance", {})
+    while isinstance(node, dict):
+        for key in ("finetune", None):
+            here = node.get(key) if key else node
+            if isinstance(here, dict) and isinstance(here.get("data"), str):
+                return here["data"]
+        node = node.get("base")
+    return None
+
+
 def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tuple[int, int] = (64, 64),
-           force: bool = False) -> dict[str, Any]:
-    """Export and check; returns the parity (fp32) or agreement (int8) figures per task."""
-    if fmt not in FORMATS:
-        raise TaskcutError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    if int8 and fmt != "onnx":
-        raise TaskcutError("--int8 is available for --format onnx only")
+           force: bool = False, data: str | None = None, split: str = "test",
+           show_progress: bool = False) -> dict[str, Any]:
+    """Export a taskcut model file and check it; returns the record written beside the file.
+
+    `data` (default: the data in the model's provenance) gives the calibration images (train
+    split) and the evaluation split on which the file's metrics are computed in its runtime.
+    Without data the sample inputs are synth scenes at `size`, and int8 is refused.
+    """
+    from ..data.dataset import open_for_tasks
+
+    out = Path(out)
+    form = check_options(fmt, int8, out)
     if size[0] <= 0 or size[1] <= 0:
         raise TaskcutError(f"--size must be positive, got {size[0]} {size[1]}")
-    out = Path(out)
-    check_writable(out, force)
-    read_spec(model_path)  # a clear error for anything that is not a taskcut model
+    for path in file_set(out, form):
+        check_writable(path, force)
+    spec = read_spec(model_path)  # a clear error for anything that is not a taskcut model
+    data = data or model_data(spec)
+    if int8 and data is None:
+        raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {model_path})")
     model = load(model_path)
-    kinds = {n: t.kind for n, t in model.config.tasks.items()}
-    return export_module(model, out, sample_inputs(size), fmt, int8, kinds)
+    specs = model.config.task_specs()
+    calibration = evaluation = None
+    if data is not None:
+        train = open_for_tasks(data, "train", specs)
+        samples = torch.as_tensor(train.batch(list(range(min(len(train), CALIBRATION_IMAGES))))["image"])
+        calibration = samples if int8 else None
+        evaluation = open_for_tasks(data, split, specs)
+        samples = samples[:4]
+    else:
+        samples = sample_inputs(size)
+    record = export_module(model, out, samples, fmt, calibration, specs, evaluation, show_progress)
+    record["source"] = {"model": str(model_path), "data": data, "split": split if data else None}
+    return record
 
 
-def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str = "onnx", int8: bool = False,
-                  kinds: dict[str, str] | None = None) -> dict[str, Any]:
-    """Export any model returning `{task: tensor}`, run the file on `samples` and compare with eager.
+def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str = "onnx",
+                  calibration: torch.Tensor | None = None, specs: Mapping[str, TaskSpec] | None = None,
+                  evaluation: Iterable[Any] | None = None, show_progress: bool = False) -> dict[str, Any]:
+    """Export any model returning `{task: tensor}`, run the file in its runtime on `samples` and
+    compare with eager; with `calibration` images the file is int8.
 
-    fp32 must agree within `PARITY` or nothing is written; with `int8` (ONNX) the agreement
-    per task is returned instead (argmax agreement for tasks of kind segmentation or
-    classification in `kinds`, relative error otherwise).
+    fp32 must agree within `PARITY` or nothing is written. With `evaluation` batches (a taskcut
+    data set or dict batches with "image" and targets) the metrics of the file and of the eager
+    model are computed on them, and delta_T of the file against the eager model.
     """
-    if fmt not in FORMATS:
-        raise TaskcutError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    if int8 and fmt != "onnx":
-        raise TaskcutError("--int8 is available for --format onnx only")
+    out = Path(out)
+    int8 = calibration is not None
+    form = check_options(fmt, int8, out)
+    kinds = {n: s.kind for n, s in (specs or {}).items()}
     model = baked(model)
+    samples = samples.contiguous()  # exporters record the example's memory layout; runtimes get NCHW
+    calibration = calibration.contiguous() if calibration is not None else None
     with torch.no_grad():
         tasks = list(task_outputs(model(samples[:1])))
     wrapper = TupleOutputs(model, tasks).eval()
     with torch.no_grad():
-        reference = wrapper(samples)
-    with atomic_path(Path(out)) as tmp:
-        if fmt == "torchscript":
-            with torch.no_grad():
-                torch.jit.save(torch.jit.trace(wrapper, samples[:1]), str(tmp))
-            with torch.no_grad():
-                got = [t.numpy() for t in torch.jit.load(str(tmp))(samples)]
-        else:
-            _onnx(wrapper, samples[:1], tmp)
-            if int8:
-                _quantise(tmp, samples)
-            got = _run_onnx(tmp, samples)
-        report = _compare(tasks, kinds or {}, reference, got, int8)
+        reference = [t.numpy() for t in wrapper(samples)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
+    try:
+        tmp = staging / out.name
+        form.module().write(wrapper, samples, calibration, tmp, tasks)
+        runner = open_runner(tmp, form, tasks=tasks)
+        got = run_batches(runner, samples.numpy(), form)
+        report = compare(tasks, kinds, reference, got, int8)
         if not int8:
             worst = max(r["max_abs_diff"] for r in report.values())
             if worst > PARITY:
                 raise TaskcutError(f"exported {fmt} differs from eager PyTorch by {worst:.2e} (> {PARITY}); "
                                    "nothing written")
-    return report
-
-
-def _onnx(wrapper: TupleOutputs, example: torch.Tensor, path: Path) -> None:
-    need("onnx")
-    axes = {"image": {0: "batch"}, **{t: {0: "batch"} for t in wrapper.tasks}}
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    # nn.MultiheadAttention's inference fast path is one fused op ONNX has no equivalent of;
-    # the plain path is the same computation in exportable ops
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=wrapper.tasks,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        record: dict[str, Any] = {"format": fmt, "runtime": form.runtime, "int8": int8, "tasks": tasks,
+                                  "kinds": kinds, "input": list(samples.shape[1:]),
+                                  "batch": 1 if form.fixed_batch else None,
+                                  "calibration_images": len(calibration) if int8 else 0,
+                                  "check": report}
+        if evaluation is not None and specs:
+            record["evaluation"] = evaluate_file_against(runner, form, model, tasks, specs, evaluation)
+        (staging / record_path(out).name).write_text(json.dumps(record, indent=2))
+        for name in sorted(os.listdir(staging), key=lambda n: n == out.name):  # the model file last
+            with open(staging / name, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(staging / name, out.parent / name)
     finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
 
 
-def need(module: str, extra: str = "deploy") -> Any:
-    """An optional runtime, or one line saying which extra installs it."""
-    import importlib
+def open_runner(path: Path, form: Format | None = None, threads: int | None = None,
+                tasks: list[str] | None = None) -> Runner:
+    """A callable from an image batch to the file's outputs (in `tasks` order where the file names them)."""
+    from .formats import format_of_file
 
+    form = form or format_of_file(path)
+    if form is None:
+        raise TaskcutError(f"{path} is not an exported model ({', '.join(f.suffix for f in FORMATS.values())})")
     try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise TaskcutError(f"{module} is not installed: pip install 'taskcut[{extra}]' (or pip install {module})") from None
+        return form.module().open_runner(Path(path), threads, tasks)
+    except TaskcutError:
+        raise
+    except Exception as exc:  # the runtime's own error on a file that is not what its name says
+        raise TaskcutError(f"{path} could not be opened by {form.runtime}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def run_batches(runner: Runner, images: np.ndarray, form: Format) -> list[np.ndarray]:
+    """Outputs for a batch of any size: image by image where the file fixes the batch."""
+    if not form.fixed_batch:
+        return runner(np.ascontiguousarray(images))
+    parts = [runner(np.ascontiguousarray(images[i:i + 1])) for i in range(len(images))]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def evaluate_file_against(runner: Runner, form: Format, model: nn.Module, tasks: list[str],
+                          specs: Mapping[str, TaskSpec], evaluation: Iterable[Any]) -> dict[str, Any]:
+    """Metrics of the exported file (run in its runtime) and of the eager model, and delta_T of the file
+    against the eager model, on every batch of `evaluation`."""
+    from ..tasks.dense import delta_t
+    from ..train.evaluate import evaluate_predictor
+
+    chosen = {t: specs[t] for t in tasks if t in specs}
+
+    def exported(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outs = run_batches(runner, batch["image"].cpu().numpy(), form)
+        return {t: torch.from_numpy(o) for t, o in zip(tasks, outs)}
+
+    def eager(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return task_outputs(model(batch["image"]))
+
+    with torch.no_grad():
+        file_metrics = evaluate_predictor(exported, evaluation, chosen)
+        eager_metrics = evaluate_predictor(eager, evaluation, chosen)
+    result: dict[str, Any] = {"metrics": file_metrics, "eager_fp32": eager_metrics}
+    try:
+        result.update(delta_t(file_metrics, eager_metrics, chosen).to_dict())
+    except ValueError as exc:
+        result.update({"delta_T": None, "delta_T_undefined": str(exc)})
+    return result
 
 
 def ort_session(path: Path, threads: int | None = None):
-    ort = need("onnxruntime")
+    from .formats import onnx as onnx_format
 
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # do not slow torch runs after it
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _run_onnx(path: Path, samples: torch.Tensor) -> list[np.ndarray]:
-    return ort_session(path).run(None, {"image": samples.numpy()})
-
-
-def _quantise(path: Path, samples: torch.Tensor) -> None:
     need("onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"image": samples[i:i + 1].numpy()} for i in range(len(samples))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    fp32 = path.with_name(path.name + ".fp32")
-    path.rename(fp32)
-    try:
-        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
-    finally:
-        fp32.unlink(missing_ok=True)
+    return onnx_format.session(path, threads)
 
 
-def _compare(tasks: list[str], kinds: dict[str, str], reference: tuple[torch.Tensor, ...], got: list[np.ndarray],
-             int8: bool) -> dict[str, dict[str, float]]:
+def compare(tasks: list[str], kinds: dict[str, str], reference: list[np.ndarray], got: list[np.ndarray],
+            int8: bool) -> dict[str, dict[str, float]]:
     report = {}
     for task, ref, out in zip(tasks, reference, got):
-        ref_np = ref.numpy()
-        diff = np.abs(out - ref_np)
+        diff = np.abs(out - ref)
         row = {"max_abs_diff": float(diff.max())}
         if int8:
             if kinds.get(task) in ("segmentation", "classification"):
-                row["argmax_agreement"] = float((out.argmax(1) == ref_np.argmax(1)).mean())
+                row["argmax_agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
             else:
-                row["relative_error"] = float(diff.mean() / (np.abs(ref_np).mean() + 1e-12))
+                row["relative_error"] = float(diff.mean() / (np.abs(ref).mean() + 1e-12))
         report[task] = row
     return report

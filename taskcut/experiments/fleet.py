@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
+from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError
 from ..fileio import file_sha256, write_csv, write_text
 from ..models import read_spec
@@ -49,6 +50,7 @@ class Device(_Strict):
     budget: str
     structured: bool = False
     runtime: str = "onnxruntime"
+    int8: bool = False
 
     @field_validator("budget")
     @classmethod
@@ -128,8 +130,14 @@ def load_fleet(path: Path) -> Fleet:
         if parse_budget(device.budget).kind in STRUCTURED_ONLY and not device.structured:
             raise TaskcutError(f"device {device.name!r}: a {parse_budget(device.budget).kind} budget needs "
                                "structured: true")
-        if device.runtime != "onnxruntime":
-            raise TaskcutError(f"device {device.name!r}: runtime {device.runtime!r} is not available yet; onnxruntime")
+        try:
+            from ..deploy.bench import check_runtime
+
+            check_runtime(device.runtime, device.int8)
+            if device.runtime == "torch":
+                raise TaskcutError("eager torch is not an edge runtime")
+        except TaskcutError as exc:
+            raise TaskcutError(f"device {device.name!r}: {exc}") from None
     return fleet
 
 
@@ -160,21 +168,22 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
     dense = measure(fleet.base, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
 
     def one(dev: Device, folder: Path) -> dict[str, Any]:
-        compact, tuned, onnx = folder / "compact.safetensors", folder / "tuned.safetensors", folder / "model.onnx"
+        compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
+        exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
         summary = prune(fleet.base, dev.tasks, None, compact, fleet.data, batches=fleet.scoring.batches,
                         batch_size=fleet.scoring.batch_size, force=True, device=device, show_progress=show_progress,
-                        structured=dev.structured, scores_file=scores, budget=dev.budget,
+                        structured=dev.structured, scores_file=scores, budget=dev.budget, runtime=dev.runtime,
                         threads=fleet.bench.threads, size=tuple(fleet.bench.size))
         ft = fleet.finetune
         finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size, ft.lr, ft.val_every, force=True,
                       device=device, show_progress=show_progress)
         report = evaluate_file(tuned, fleet.data, "test", fleet.base, force=True, device=device,
                                show_progress=show_progress)
-        parity = export(tuned, "onnx", onnx, size=(64, 64), force=True)
-        bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+        record = export(tuned, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True, data=fleet.data)
+        bench = _bench(tuned, exported, fleet)
         assert summary is not None and summary.budget is not None
         return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
-                    summary.params_after, tuned, bench, dense, parity)
+                    summary.params_after, tuned, bench, dense, record)
 
     rows = _each_device(fleet, out, one)
     write_text(out / "fleet.html", _html(fleet, rows, dense, float(json.loads(timing.read_text())["seconds"])))
@@ -210,11 +219,11 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
     exported and benched."""
     import itertools
 
-    from ..api import Batches, export_model
+    from ..api import Batches
     from ..cut.score import score
     from ..deploy.bench import measure
-    from ..models import load, save
-    from .own import evaluate_own, finetune_own, first_input, load_own_config, prune_own
+    from ..models import save
+    from .own import evaluate_own, export_own, finetune_own, load_own_config, prune_own
 
     assert fleet.config is not None
     cfg = load_own_config(fleet.config)
@@ -245,26 +254,44 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
         finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
                      show_progress=show_progress)
         report = evaluate_own(tuned, cfg, "test", Path("base"), device)
-        parity = export_model(load(tuned), folder / "model.onnx", example_input=first_input(cfg))
-        bench = measure(tuned, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+        exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
+        record = export_own(tuned, cfg, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True)
+        bench = _bench(tuned, exported, fleet)
         return _row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
-                    tuned, bench, dense, parity)
+                    tuned, bench, dense, record)
 
     rows = _each_device(fleet, out, one)
     write_text(out / "fleet.html", _html(fleet, rows, dense, scored.get("seconds")))
     return rows
 
 
+def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:
+    """MACs from the model file; latency and size from the exported file in the device's runtime."""
+    from ..deploy.bench import measure
+
+    size = tuple(fleet.bench.size)
+    on_file = measure(exported, None, fleet.bench.threads, None, runs=fleet.bench.runs)
+    macs = measure(tuned, "torch", 1, size, warmup=0, runs=1)["macs"]
+    if tuple(on_file["size"]) != size:  # the file runs the data's size; time it at the fleet's size
+        on_file = measure(tuned, on_file["runtime"], fleet.bench.threads, size, runs=fleet.bench.runs,
+                          int8=bool(on_file.get("int8")), data=fleet.data)
+    return {**on_file, "macs": macs}
+
+
 def _row(dev: Device, budget: dict[str, Any], vs_dense: float | None, vs_control: float | None, params: int,
-         tuned: Path, bench: dict[str, Any], dense: dict[str, Any], parity: dict[str, dict[str, float]]) -> dict[str, Any]:
+         tuned: Path, bench: dict[str, Any], dense: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     """One device's line of fleet.csv and fleet.html."""
+    evaluation = record.get("evaluation") or {}
     return {
         "device": dev.name, "tasks": " ".join(dev.tasks), "budget": dev.budget, "structured": dev.structured,
         "reached": budget["reached"], "budget_ratio": budget["ratio"], "sparsity": budget["sparsity"],
         "delta_T_vs_dense": vs_dense, "delta_T_vs_control": vs_control, "params_nonzero": params,
         "file_bytes": tuned.stat().st_size, "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
         "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
-        "onnx_max_abs_diff": max(r["max_abs_diff"] for r in parity.values()),
+        "runtime": dev.runtime, "int8": dev.int8,
+        "export_bytes": bench.get("export_bytes", bench["file_bytes"]),
+        "export_max_abs_diff": max(r["max_abs_diff"] for r in record["check"].values()),
+        "export_delta_T_vs_fp32": evaluation.get("delta_T"),
     }
 
 
@@ -273,8 +300,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return []
     rows = []
     for row in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (v if k in ("device", "tasks", "budget") else
-                         v == "True" if k == "structured" else float(v) if v not in ("", "None") else None)
+        rows.append({k: (v if k in ("device", "tasks", "budget", "runtime") else
+                         v == "True" if k in ("structured", "int8") else float(v) if v not in ("", "None") else None)
                      for k, v in row.items()})
     return rows
 

@@ -283,3 +283,22 @@ def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline
     report = evaluate_model(model.to(device), tasks, cfg.split(split), baseline=base.to(device) if base else None,
                             transform=cfg.transform(), device=device)
     return {"model": str(model_file), "split": split, **report}
+
+
+def export_own(model_file: Path, cfg: OwnConfig, fmt: str, out: Path, int8: bool = False, split: str = "test",
+               force: bool = False) -> dict[str, Any]:
+    """`taskcut export MODEL --config own.yaml`: checked on the first `split` batch, calibrated on the train
+    split, evaluated in the runtime on `split`."""
+    from ..api import export_model
+    from ..deploy.export import check_options, file_set
+    from ..fileio import check_writable
+
+    form = check_options(fmt, int8, out)
+    for path in file_set(Path(out), form):
+        check_writable(path, force)
+    model, tasks = _own_file(model_file, cfg)
+    record = export_model(model, out, example_input=first_input(cfg, split), format=fmt, int8=int8,
+                          calibration=cfg.split("train") if int8 else None, evaluate=cfg.split(split),
+                          transform=cfg.transform(), tasks=tasks)
+    record["source"] = {"model": str(model_file), "config": str(cfg.path), "split": split}
+    return record
