@@ -527,10 +527,11 @@ def export_cmd(
     table = Table(title=f"{fmt}{' int8' if int8 else ''} in {record['runtime']} against eager PyTorch "
                         f"({len(record['check'])} tasks, sample images)")
     table.add_column("task")
-    for key in dict.fromkeys(k for r in record["check"].values() for k in r):
+    keys = list(dict.fromkeys(k for r in record["check"].values() for k in r))
+    for key in keys:
         table.add_column(key, justify="right")
     for task, row in record["check"].items():
-        table.add_row(task, *(f"{v:.3g}" for v in row.values()))
+        table.add_row(task, *(f"{row[k]:.3g}" if k in row else "" for k in keys))
     out.print(table)
     evaluation = record.get("evaluation")
     if evaluation:

@@ -235,3 +235,18 @@ def test_bench_refuses_a_file_that_is_not_a_model(tmp_path: Path, suffix: str) -
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "could not be opened by" in lines[0], result.output
     assert [p.name for p in tmp_path.iterdir()] == [bad.name]
+
+
+def test_export_command_prints_each_figure_under_its_own_column(models: dict[str, Path], tmp_path: Path,
+                                                               synth_dir: Path) -> None:
+    out = tmp_path / "m8.onnx"
+    result = runner.invoke(app, ["export", str(models["structured"]), "--format", "onnx", "--int8", "--data",
+                                 f"synth:{synth_dir}", "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "argmax_agreement" in line)
+    depth = next(line for line in result.stdout.splitlines() if line.strip("│┃ ").startswith("depth"))
+    columns = [c.strip() for c in header.strip("┃│").split("┃" if "┃" in header else "│")]
+    cells = [c.strip() for c in depth.strip("│").split("│")]
+    row = dict(zip(columns, cells))
+    assert row["argmax_agreement"] == "" and float(row["relative_error"]) < 0.15, result.stdout
+    assert "run in onnxruntime: delta_T against the fp32 model" in result.stdout
