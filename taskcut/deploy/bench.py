@@ -16,7 +16,7 @@ from torch import nn
 
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
-from .export import TupleOutputs, baked, model_data, open_runner, record_path
+from .export import TupleOutputs, baked, model_data, open_runner, record_path, training_images
 from .formats import FORMATS, RUNTIMES, format_of_file, format_of_runtime
 from ..models import load, read_spec
 
@@ -81,9 +81,7 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
         "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime, "int8": int8,
         "threads": threads, "size": list(size),
     }
-    calibration = None
-    if int8:
-        calibration = _calibration(spec, data, size, path)
+    calibration = _calibration(spec, data, size, path, model.config.task_specs()) if int8 else None
     times, exported = latencies(model, image, runtime, threads, warmup, runs, tasks, calibration)
     if exported is not None:
         stats["export_bytes"] = exported
@@ -92,17 +90,13 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
     return stats
 
 
-def _calibration(spec: dict[str, Any], data: str | None, size: tuple[int, int], path: Path) -> torch.Tensor:
-    from ..data.dataset import open_for_tasks
-    from .export import CALIBRATION_IMAGES
-
+def _calibration(spec: dict[str, Any], data: str | None, size: tuple[int, int], path: Path,
+                 specs: Any) -> torch.Tensor:
     data = data or model_data(spec)
     if data is None:
         raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {path})")
-    model = load(path)
-    train = open_for_tasks(data, "train", model.config.task_specs())
-    images = torch.as_tensor(train.batch(list(range(min(len(train), CALIBRATION_IMAGES))))["image"])
-    if tuple(images.shape[-2:]) != tuple(size):
+    images = training_images(data, specs)
+    if tuple(images.shape[-2:]) != tuple(size):  # calibrate at the size being timed
         images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
     return images
 

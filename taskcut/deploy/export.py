@@ -31,7 +31,7 @@ from ..errors import TaskcutError
 from ..fileio import check_writable, clean_stale, temp_prefix
 from ..models import load, read_spec
 from ..tasks.dense import TaskSpec
-from .formats import FORMATS, Format, get_format, need  # noqa: F401  (need: used by other modules)
+from .formats import FORMATS, Format, get_format, need
 
 PARITY = 1e-4
 CALIBRATION_IMAGES = 32
@@ -92,13 +92,20 @@ def record_path(out: Path) -> Path:
 def model_data(spec: Mapping[str, Any]) -> str | None:
     """The data a zoo model was trained or fine-tuned on, from its provenance (calibration and evaluation)."""
     node: Any = spec.get("provenance", {})
-    while isinstance(node, dict):
-        for key in ("finetune", None):
-            here = node.get(key) if key else node
-            if isinstance(here, dict) and isinstance(here.get("data"), str):
-                return here["data"]
+    while isinstance(node, dict):  # a pruned model's provenance nests its base's under "base"
+        for source in (node.get("finetune"), node):
+            if isinstance(source, dict) and isinstance(source.get("data"), str):
+                return source["data"]
         node = node.get("base")
     return None
+
+
+def training_images(data: str, specs: Mapping[str, TaskSpec], n: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """The first `n` images of the train split: int8 calibration, and the samples exports are checked on."""
+    from ..data.dataset import open_for_tasks
+
+    train = open_for_tasks(data, "train", specs)
+    return torch.as_tensor(train.batch(list(range(min(len(train), n))))["image"]).contiguous()
 
 
 def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tuple[int, int] = (64, 64),
@@ -126,8 +133,7 @@ def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tupl
     specs = model.config.task_specs()
     calibration = evaluation = None
     if data is not None:
-        train = open_for_tasks(data, "train", specs)
-        samples = torch.as_tensor(train.batch(list(range(min(len(train), CALIBRATION_IMAGES))))["image"])
+        samples = training_images(data, specs)
         calibration = samples if int8 else None
         evaluation = open_for_tasks(data, split, specs)
         samples = samples[:4]

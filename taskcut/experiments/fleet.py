@@ -267,11 +267,15 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
 
 def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:
     """MACs from the model file; latency and size from the exported file in the device's runtime."""
-    from ..deploy.bench import measure
+    import torch
+
+    from ..deploy.bench import count_macs, measure
+    from ..deploy.export import baked
+    from ..models import load
 
     size = tuple(fleet.bench.size)
     on_file = measure(exported, None, fleet.bench.threads, None, runs=fleet.bench.runs)
-    macs = measure(tuned, "torch", 1, size, warmup=0, runs=1)["macs"]
+    macs = count_macs(baked(load(tuned)), torch.rand(1, 3, *size))
     if tuple(on_file["size"]) != size:  # the file runs the data's size; time it at the fleet's size
         on_file = measure(tuned, on_file["runtime"], fleet.bench.threads, size, runs=fleet.bench.runs,
                           int8=bool(on_file.get("int8")), data=fleet.data)
