@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .compact.masking import apply_masks, masks_of, unmask
-from .config import TrainConfig
+from .config import DistillConfig, TrainConfig
 from .cut.decompose import evaluating, task_outputs
 from .cut.fuse import check_sparsity, fuse, parse_rule
 from .cut.score import prunable_parameters, score
@@ -214,7 +214,6 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     if structured and example is None:
         raise TaskcutError("structured pruning to a budget needs an example input")
     total = sum(p.numel() for p in small.parameters())
-    target = parsed.value * total if parsed.relative else parsed.value
     existing = masks_of(small)
     cache: dict[float, tuple[nn.Module, float]] = {}
 
@@ -243,6 +242,11 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         image = example[:1].cpu()
         return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)[0]) * 1e3
 
+    # a fraction of the dense model on these tasks: of all its parameters, or of its measured figure
+    target = parsed.value
+    if parsed.relative:
+        target *= total if parsed.kind == "params" else figure(pruned(0.0))
+
     def measure(s: float) -> float:
         # only the least-pruned model within the budget so far is kept: the search's answer is always one
         model = pruned(s)
@@ -263,10 +267,17 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
 def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,
                    val_batches: Iterable[Any] | None = None, lr: float = 5e-4, weights: Mapping[str, float] | None = None,
                    val_every: int = 50, seed: int = 0, transform: Transform | None = None,
-                   device: torch.device | str = "cpu", show_progress: bool = False) -> nn.Module:
+                   device: torch.device | str = "cpu", show_progress: bool = False,
+                   teacher: nn.Module | None = None,
+                   distill: DistillConfig | Mapping[str, float] | None = None) -> nn.Module:
     """Fine-tune in place on the tasks' losses (weighted by `weights`, default 1); masks keep pruned
     weights at zero. With `val_batches`, the weights with the lowest validation loss are kept
-    (never give the test split here); without, the last ones."""
+    (never give the test split here); without, the last ones.
+
+    With `teacher` (the dense model the compact one was pruned from; it may compute more
+    tasks), each task also learns from the teacher's output: label loss + `distill["weight"]`
+    x distillation loss (`taskcut.train.distill`; default weight 1, temperature 1)."""
+    from .train.distill import Teacher
     from .train.fit import IterableStream, fit
 
     if steps < 1:
@@ -275,9 +286,16 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
     data = Batches(batches, transform, device)
     check_model(model, named, data.first(), list(named))
     val = Batches(val_batches, transform, device, "validation batches") if val_batches is not None else None
-    cfg = TrainConfig(steps=steps, lr=lr, val_every=min(val_every, steps), seed=seed, batch_size=1)
+    if distill is not None and teacher is None:
+        raise TaskcutError("distill settings need a teacher model (teacher=the dense model)")
+    settings = None
+    if teacher is not None:
+        settings = distill if isinstance(distill, DistillConfig) else DistillConfig(**dict(distill or {}))
+    cfg = TrainConfig(steps=steps, lr=lr, val_every=min(val_every, steps), seed=seed, batch_size=1,
+                      distill=settings)
+    taught = Teacher(teacher.to(device), settings, named) if teacher is not None and settings is not None else None
     result = fit(model, named, dict(weights or {}), cfg, IterableStream(data), val, device, show_progress,
-                 label="finetune")
+                 label="finetune", teacher=taught)
     return result.model
 
 

@@ -346,6 +346,14 @@ def finetune_cmd(
                                                     "preset's finetune section, e.g. nyuv2; replaces the four above."),
     config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule, or "
                                                      "an own model's YAML (factory, tasks, data)."),
+    distill: bool = typer.Option(False, help="Learn from the dense model too: per task, label loss + "
+                                             "--distill-weight x distillation loss (see taskcut.train.distill)."),
+    distill_weight: float = typer.Option(1.0, help="Weight of each task's distillation term."),
+    distill_temperature: float = typer.Option(1.0, help="Softening of class outputs."),
+    distill_features: float = typer.Option(0.0, min=0.0, help="Weight of matching the trunk's features (unstructured "
+                                                              "zoo models; 0: outputs only)."),
+    teacher: Optional[Path] = typer.Option(None, help="The dense teacher (default: the model this one was pruned "
+                                                      "from, as its provenance records)."),
     checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
     resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
     device: str = typer.Option("cpu"),
@@ -357,10 +365,14 @@ def finetune_cmd(
     from .experiments.pipeline import finetune_file
 
     _check_device(device)
+    if not distill and (teacher is not None or distill_features or distill_weight != 1.0 or distill_temperature != 1.0):
+        raise TaskcutError("--teacher and --distill-* settings need --distill")
+    taught = _distill_settings(distill_weight, distill_temperature, distill_features) if distill else None
     if _own(config):
         from .experiments.own import finetune_own, load_own_config
 
-        finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet)
+        finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet,
+                     distill=taught)
         out.print(f"fine-tuned {steps} steps; wrote {out_file}")
         return
     _, data = _zoo_inputs(model_file, data)
@@ -374,7 +386,7 @@ def finetune_cmd(
     with _distributed(device) as device:
         result = finetune_file(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
                                 device=device, show_progress=not quiet, schedule=schedule, crop=crop,
-                                resume=resume, checkpoint_every=checkpoint_every)
+                                resume=resume, checkpoint_every=checkpoint_every, distill=taught, teacher=teacher)
     if result is None:  # a torchrun rank other than 0
         return
     out.print(f"best validation loss {result['best_val_loss']:.4f} at step {result['best_step']}; wrote {out_file}")
@@ -451,6 +463,11 @@ def compare_cmd(
     finetune_steps: int = typer.Option(100, help="Fine-tuning steps per cell (the same budget for every method)."),
     batches: int = typer.Option(20, help="Scoring batches."),
     batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    structured: bool = typer.Option(False, help="Remove whole channels instead of single weights."),
+    finetunes: str = typer.Option("plain", help="Fine-tuning recipes, comma-separated: plain (labels only), "
+                                                "distill (labels + the dense model's outputs); each with its control."),
+    distill_weight: float = typer.Option(1.0, help="With distill: weight of each task's distillation term."),
+    distill_temperature: float = typer.Option(1.0, help="With distill: softening of class outputs."),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -461,11 +478,26 @@ def compare_cmd(
     _check_device(device)
     spec = CompareSpec(base=base, tasks=_task_list(tasks), sparsities=parse_floats(sparsities, "--sparsities"),
                        methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data, out=out_dir,
-                       finetune_steps=finetune_steps, batches=batches, batch_size=batch_size)
+                       finetune_steps=finetune_steps, batches=batches, batch_size=batch_size, structured=structured,
+                       finetunes=tuple(_task_list(finetunes)),
+                       distill=_distill_settings(distill_weight, distill_temperature, 0.0))
     rows = run_compare(spec, device, not quiet)
     columns, table = summary_table(rows, _specs(base, spec.tasks))
     typer.echo(markdown(columns, table))
     out.print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'results.md'} and {out_dir / 'report.html'}")
+
+
+def _distill_settings(weight: float, temperature: float, features: float) -> "DistillConfig":
+    """--distill-* options as settings, a bad value as one line naming its option."""
+    import pydantic
+
+    from .config import DistillConfig
+
+    try:
+        return DistillConfig(weight=weight, temperature=temperature, features=features)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        raise TaskcutError(f"--distill-{err['loc'][0]}: {err['msg']}") from None
 
 
 def _specs(base: Path, tasks: list[str]) -> dict:

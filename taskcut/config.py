@@ -137,6 +137,15 @@ class DataConfig(_Strict):
         return v
 
 
+class DistillConfig(_Strict):
+    """Distillation from the dense model while fine-tuning (`taskcut.train.distill`): per task the
+    loss is label loss + `weight` x distillation loss; `features` > 0 also matches trunk features."""
+
+    weight: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=1.0, gt=0)
+    features: float = Field(default=0.0, ge=0)
+
+
 class TrainConfig(_Strict):
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=16, ge=1)
@@ -146,6 +155,12 @@ class TrainConfig(_Strict):
     lr_decay_rate: float = Field(default=0.5, gt=0, le=1)
     val_every: int = Field(default=100, ge=1)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    #: Fine-tuning only: learn from the dense model too (None: from the labels alone).
+    distill: DistillConfig | None = None
+
+    def key(self) -> dict[str, Any]:
+        """The schedule as cache keys see it: without distillation, exactly as before it existed."""
+        return self.model_dump(exclude={"distill"} if self.distill is None else set())
 
 
 class RunConfig(_Strict):

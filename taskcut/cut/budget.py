@@ -1,9 +1,11 @@
 """Budgets instead of guessed sparsities: the least pruning whose result fits a device.
 
 A budget names a figure of the compact model and its ceiling: `params=1.5M` (parameters,
-non-zero for masked models; or `params=0.3`, a fraction of the selected dense model),
-`size=2MB` (bytes of the written model file), `macs=500M` (multiply-accumulates of one
-image, structured pruning), `latency=20ms` (structured; measured on this machine). Every
+non-zero for masked models), `size=2MB` (bytes of the written model file), `macs=500M`
+(multiply-accumulates of one image, structured pruning), `latency=20ms` (structured;
+measured on this machine). A bare number up to 1 is a fraction of the same figure of the
+dense model on the same tasks (`params=0.3`, `latency=0.5`): such a budget means the same on
+any machine, which an absolute latency does not. Every
 figure falls as sparsity rises, so the sparsity is found by bisection on the measured
 figure: the result is within the budget and not far below it (`FLOOR`).
 """
@@ -40,12 +42,15 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """`KIND=VALUE`: params=1.5M | params=0.3 | size=2MB | macs=500M | latency=20ms."""
+    """`KIND=VALUE`: params=1.5M | size=2MB | macs=500M | latency=20ms, or KIND=FRACTION of the dense model."""
     kind, sep, raw = str(text).partition("=")
     kind, raw = kind.strip(), raw.strip()
     if not sep or kind not in KINDS:
         raise TaskcutError(f"unknown budget {str(text)[:60]!r}; give KIND=VALUE with KIND one of {', '.join(KINDS)} "
-                           "(e.g. params=1.5M, params=0.3, size=2MB, macs=500M, latency=20ms)")
+                           "(e.g. params=1.5M, params=0.3, size=2MB, macs=500M, latency=20ms, latency=0.5)")
+    bare = re.fullmatch(r"(0?\.[0-9]+|1(?:\.0*)?)", raw)
+    if bare and 0 < float(raw) <= 1:
+        return Budget(kind, float(raw), relative=True)
     if kind == "size":
         m = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)\s*([kKmMgG]i?[bB]|[bB])?", raw)
         value = float(m.group(1)) * _BYTES[(m.group(2) or "b").lower()] if m else math.nan
@@ -55,8 +60,6 @@ def parse_budget(text: str) -> Budget:
     else:
         m = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)\s*([kKmMgG]?)", raw)
         value = float(m.group(1)) * _SCALE[m.group(2)] if m else math.nan
-        if m and kind == "params" and not m.group(2) and 0 < value <= 1:
-            return Budget(kind, value, relative=True)
     if not math.isfinite(value) or value <= 0:
         raise TaskcutError(f"budget {str(text)[:60]!r}: {raw[:40]!r} is not a positive {kind} figure "
                            f"(e.g. {dict(params='1.5M', size='2MB', macs='500M', latency='20ms')[kind]})")

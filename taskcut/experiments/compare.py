@@ -16,7 +16,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..compact.masking import apply_masks, masks_of, unmask
-from ..config import TrainConfig
+from ..config import DistillConfig, TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
-from ..errors import TaskcutError
+from ..errors import TaskcutError, check_choice
 from ..train.evaluate import evaluate
 from ..fileio import file_sha256, write_csv, write_text
 from ..cut.fuse import check_sparsity, fuse
@@ -37,6 +37,7 @@ from ..progress import console
 from ..cut.select import check_tasks, select
 from ..tasks.dense import TaskSpec, delta_t
 from .pipeline import dense_control
+from ..train.distill import Teacher
 from ..train.fit import fit
 
 
@@ -54,11 +55,30 @@ class CompareSpec:
     batch_size: int = 8
     finetune_batch_size: int = 32
     lr: float = 5e-4
+    #: Remove whole channels (`taskcut.compact.structured`) instead of masking single weights.
+    structured: bool = False
+    #: Fine-tuning recipes: `plain` (labels only) and/or `distill` (labels + the dense model's outputs);
+    #: each method runs once per recipe, a distilled one labelled `METHOD+distill`.
+    finetunes: tuple[str, ...] = ("plain",)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+FINETUNES = ("plain", "distill")
+
+
+def label(method: str, finetune: str) -> str:
+    """How a (method, recipe) pair is named in rows, tables and plots."""
+    return method if finetune == "plain" else f"{method}+{finetune}"
 
 
 def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
     """Check every input before anything is written; the tasks in the model's order and the train split."""
     check_methods(spec.methods)
+    check_choice(list(FINETUNES), list(spec.finetunes), "fine-tuning recipe", "recipes:")
+    if len(set(spec.finetunes)) != len(spec.finetunes) or not spec.finetunes:
+        raise TaskcutError(f"--finetunes must name each recipe once: {', '.join(spec.finetunes) or '(none)'}")
+    if "distill" in spec.finetunes and spec.finetune_steps == 0:
+        raise TaskcutError("--finetunes distill needs --finetune-steps > 0")
     if not spec.sparsities:
         raise TaskcutError("give at least one sparsity")
     for s in spec.sparsities:
@@ -110,6 +130,8 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     settings = {"base": str(spec.base), "base_sha256": file_sha256(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
                 "batches": spec.batches, "batch_size": spec.batch_size, "lr": spec.lr,
                 "finetune_batch_size": spec.finetune_batch_size}
+    if spec.structured or "distill" in spec.finetunes:  # absent otherwise, so earlier runs stay resumable
+        settings.update({"structured": spec.structured, "distill": spec.distill.model_dump()})
     settings_path = out / "settings.json"
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
         raise TaskcutError(f"{out} holds results made with other settings ({settings_path}); use another --out")
@@ -134,21 +156,26 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     rows = read_rows(out / "results.csv")
     done = {cell_name(r["method"], r["sparsity"], int(r["seed"])) for r in rows}
     controls = {}
-    for seed in spec.seeds if spec.finetune_steps > 0 else []:
-        name = cell_name(CONTROL, 0.0, seed)
-        if name not in done:
-            console.print(f"[control] {name}")
-            rows.append(_control_row(spec, tasks, specs, dense_metrics, test_set, seed, device, show_progress))
-            write_csv(out / "results.csv", rows)
-        controls[seed] = next(metrics_of(r, specs) for r in rows if r["method"] == CONTROL and int(r["seed"]) == seed)
-    cells = [(m, s, seed) for s in spec.sparsities for m in spec.methods for seed in spec.seeds]
-    for i, (method, sparsity, seed) in enumerate(cells, 1):
-        name = cell_name(method, sparsity, seed)
+    for recipe in spec.finetunes if spec.finetune_steps > 0 else []:
+        for seed in spec.seeds:
+            control = label(CONTROL, recipe)
+            name = cell_name(control, 0.0, seed)
+            if name not in done:
+                console.print(f"[control] {name}")
+                rows.append(_control_row(spec, tasks, specs, dense_metrics, test_set, seed, recipe, device,
+                                         show_progress))
+                write_csv(out / "results.csv", rows)
+            controls[recipe, seed] = next(metrics_of(r, specs) for r in rows
+                                          if r["method"] == control and int(r["seed"]) == seed)
+    cells = [(m, recipe, s, seed) for s in spec.sparsities for m in spec.methods for recipe in spec.finetunes
+             for seed in spec.seeds]
+    for i, (method, recipe, sparsity, seed) in enumerate(cells, 1):
+        name = cell_name(label(method, recipe), sparsity, seed)
         if name in done:
             continue
         console.print(f"[{i}/{len(cells)}] {name}")
         row = _run_cell(spec, base, tasks, specs, weights, dense_metrics, train_set, val_set, test_set,
-                        method, sparsity, seed, device, show_progress, controls.get(seed))
+                        method, recipe, sparsity, seed, device, show_progress, controls.get((recipe, seed)))
         rows.append(row)
         write_csv(out / "results.csv", rows)
     write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
@@ -156,12 +183,16 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
 
 
 CONTROL = "dense+ft"
+#: The control rows' labels: plain fine-tuning, and with distillation.
+CONTROLS = frozenset(label(CONTROL, recipe) for recipe in FINETUNES)
 
 
-def finetune_config(spec: CompareSpec, seed: int) -> TrainConfig:
-    """The one fine-tuning budget of a comparison: every cell and the control get exactly this."""
+def finetune_config(spec: CompareSpec, seed: int, recipe: str = "plain") -> TrainConfig:
+    """The one fine-tuning budget of a comparison: every cell and the control get exactly this
+    (a distilled cell and its control add the same distillation)."""
     return TrainConfig(steps=spec.finetune_steps, batch_size=spec.finetune_batch_size, lr=spec.lr,
-                       val_every=max(1, spec.finetune_steps // 4), seed=seed)
+                       val_every=max(1, spec.finetune_steps // 4), seed=seed,
+                       distill=spec.distill if recipe == "distill" else None)
 
 
 def metrics_of(row: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
@@ -176,14 +207,15 @@ def _deltas(metrics, reference, specs, suffix: str = "") -> dict[str, float]:
 
 
 def _control_row(spec: CompareSpec, tasks: Sequence[str], specs, dense_metrics, test_set: DataSet, seed: int,
-                 device: str, show_progress: bool) -> dict[str, Any]:
-    """The dense model on the same tasks with the cells' fine-tuning budget and seed (cached)."""
+                 recipe: str, device: str, show_progress: bool) -> dict[str, Any]:
+    """The dense model on the same tasks with the cells' fine-tuning budget, recipe and seed (cached)."""
     start = time.perf_counter()
-    path = dense_control(spec.base, tasks, finetune_config(spec, seed), spec.data, None, device, show_progress)
+    path = dense_control(spec.base, tasks, finetune_config(spec, seed, recipe), spec.data, None, device,
+                         show_progress)
     seconds = time.perf_counter() - start
     model = load(path, device)
     metrics = evaluate(model, test_set, specs, device=device)
-    row: dict[str, Any] = {"method": CONTROL, "sparsity": 0.0, "seed": seed, "achieved_sparsity": 0.0,
+    row: dict[str, Any] = {"method": label(CONTROL, recipe), "sparsity": 0.0, "seed": seed, "achieved_sparsity": 0.0,
                            **_deltas(metrics, dense_metrics, specs), **_deltas(metrics, metrics, specs, "_control")}
     for task, values in metrics.items():
         row.update({f"{task}.{k}": v for k, v in values.items()})
@@ -193,41 +225,63 @@ def _control_row(spec: CompareSpec, tasks: Sequence[str], specs, dense_metrics, 
 
 
 def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], specs, weights, dense_metrics,
-              train_set: DataSet, val_set: DataSet, test_set: DataSet, method: str, sparsity: float,
+              train_set: DataSet, val_set: DataSet, test_set: DataSet, method: str, recipe: str, sparsity: float,
               seed: int, device: str, show_progress: bool,
               control_metrics: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     model = select(base, tasks)
     existing = masks_of(model)  # a masked base: its zeros stay zero and count towards the sparsity
     generator = torch.Generator().manual_seed(seed)
     batches = islice(iterate_batches(train_set, spec.batch_size, shuffle=True, generator=generator), spec.batches)
+    name = label(method, recipe)
     start = time.perf_counter()
     scores = method_scores(method, model, specs, weights, batches, seed=seed, device=device)
-    fusion = fuse(scores, sparsity, RULES[method], fixed=existing)
+    if spec.structured:
+        achieved, per_layer = _structured(model, scores, sparsity, RULES[method], train_set)
+    else:
+        fusion = fuse(scores, sparsity, RULES[method], fixed=existing)
+        unmask(model)
+        apply_masks(model, {**existing, **fusion.masks})
+        achieved, per_layer = fusion.sparsity, fusion.per_layer
     score_seconds = time.perf_counter() - start
-    unmask(model)
-    apply_masks(model, {**existing, **fusion.masks})
     start = time.perf_counter()
     if spec.finetune_steps > 0:
-        model = fit(model, specs, weights, finetune_config(spec, seed), train_set, val_set, device, show_progress,
-                    label=method).model
+        cfg = finetune_config(spec, seed, recipe)
+        teacher = Teacher(select(base, tasks), cfg.distill, specs) if cfg.distill is not None else None
+        model = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label=name,
+                    teacher=teacher).model
     finetune_seconds = time.perf_counter() - start
     metrics = evaluate(model, test_set, specs, device=device)
-    path = save(model, spec.out / "models" / f"{cell_name(method, sparsity, seed)}.safetensors",
-                {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks)})
-    kept = sum(int(m.sum()) for m in fusion.masks.values())
+    path = save(model, spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",
+                {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks),
+                 "structured": spec.structured, "finetune": recipe})
     row: dict[str, Any] = {
-        "method": method, "sparsity": sparsity, "seed": seed, "achieved_sparsity": fusion.sparsity,
+        "method": name, "sparsity": sparsity, "seed": seed, "achieved_sparsity": achieved,
         **_deltas(metrics, dense_metrics, specs),
         **(_deltas(metrics, control_metrics, specs, "_control") if control_metrics is not None else {}),
     }
     for task, values in metrics.items():
         row.update({f"{task}.{k}": v for k, v in values.items()})
     row.update({
-        "params_nonzero": sum(p.numel() for p in model.parameters()) - (fusion.total - kept),
+        "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters()),
         "file_bytes": path.stat().st_size, "score_seconds": score_seconds, "finetune_seconds": finetune_seconds,
     })
-    write_text(spec.out / "layers" / f"{cell_name(method, sparsity, seed)}.json", json.dumps(fusion.per_layer))
+    write_text(spec.out / "layers" / f"{cell_name(name, sparsity, seed)}.json", json.dumps(per_layer))
     return row
+
+
+def _structured(model: torch.nn.Module, scores, sparsity: float, rule: str,
+                train_set: DataSet) -> tuple[float, dict[str, float]]:
+    """Remove whole channels in place; the achieved sparsity and each layer's share of parameters removed."""
+    from ..compact.structured import STRUCTURED_TOLERANCE, structured_prune
+
+    before = {n: p.numel() for n, p in model.named_parameters() if p.dim() > 1}
+    example = train_set.batch(torch.tensor([0]))["image"].to(next(model.parameters()).device)
+    result = structured_prune(model, example, scores, sparsity, rule)
+    if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
+        raise TaskcutError(f"structured pruning reached sparsity {result['sparsity']:.4f}, not {sparsity}: the model "
+                           "has too few channels for that")
+    after = {n: p.numel() for n, p in model.named_parameters()}
+    return result["sparsity"], {n: 1.0 - after[n] / size for n, size in before.items() if n in after}
 
 
 def parse_floats(text: str, what: str) -> list[float]:

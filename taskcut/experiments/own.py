@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..config import DistillConfig
 from ..errors import TaskcutError
 from ..models.own import build_from_factory, import_callable
 from ..tasks import Task, TaskSpec
@@ -245,8 +246,10 @@ def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, Ta
 
 
 def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: float, val_every: int,
-                 force: bool = False, device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
-    """`taskcut finetune MODEL --config own.yaml`: train split, best on the val split (never test)."""
+                 force: bool = False, device: str = "cpu", show_progress: bool = True,
+                 distill: DistillConfig | None = None) -> dict[str, Any]:
+    """`taskcut finetune MODEL --config own.yaml`: train split, best on the val split (never test).
+    With `distill`, the YAML's dense base model teaches it."""
     from ..api import finetune_model
     from ..fileio import check_writable
     from ..models import read_spec, save
@@ -260,9 +263,11 @@ def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: fl
     splits = cfg.splits()
     model = finetune_model(model.to(device), tasks, splits["train"], steps=steps, val_batches=splits.get("val"),
                            lr=lr, weights={t: cfg.weights()[t] for t in tasks}, val_every=val_every,
-                           transform=cfg.transform(), device=device, show_progress=show_progress)
+                           transform=cfg.transform(), device=device, show_progress=show_progress,
+                           teacher=cfg.build() if distill is not None else None, distill=distill)
     setattr(model, TASKS_ATTR, tasks)
     provenance = {**spec.get("provenance", {}), "finetune": {"steps": steps, "lr": lr, "val_every": val_every,
+                                                             "distill": distill.model_dump() if distill else None,
                                                              "validation": "val" if "val" in splits else "none"}}
     save(model.cpu(), out, provenance, factory=spec["model"]["factory"], kwargs=spec["model"].get("kwargs"),
          tasks=tasks)

@@ -14,7 +14,8 @@ import torch
 from .. import __version__
 from ..cache import cache_dir, synth_set
 from ..train.checkpoint import checkpoint_path
-from ..config import RunConfig, TrainConfig
+from ..config import DistillConfig, RunConfig, TrainConfig
+from ..train.distill import Teacher
 from ..train.distributed import world
 from ..data.dataset import SynthDataset, open_for_tasks, validation_source
 from ..errors import TaskcutError, check_choice
@@ -104,11 +105,14 @@ def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batc
                    lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
                    device: str = "cpu", show_progress: bool = True, schedule: TrainConfig | None = None,
                    crop: tuple[int, int] | None = None, resume: bool = False,
-                   checkpoint_every: int = 0) -> dict[str, Any] | None:
+                   checkpoint_every: int = 0, distill: DistillConfig | None = None,
+                   teacher: Path | None = None) -> dict[str, Any] | None:
     """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation.
 
     `schedule` (a preset's `finetune` section) replaces steps/batch_size/lr/val_every/seed
-    with its own, including weight decay and the learning-rate steps. Checkpoints, resuming
+    with its own, including weight decay and the learning-rate steps. With `distill`, the
+    dense model it was pruned from (`teacher`, default: the source its provenance names)
+    restricted to the same tasks teaches it (`taskcut.train.distill`). Checkpoints, resuming
     and torchrun as in `train_base`.
     """
     model_path, out = Path(model_path), Path(out)
@@ -118,13 +122,16 @@ def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batc
     ckpt = _check_checkpoint(out, resume, force)
     cfg = schedule or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps),
                                   seed=seed)
+    if distill is not None:
+        cfg = cfg.model_copy(update={"distill": distill})
     spec = read_spec(model_path)
     model = load(model_path, device)
     specs = model.config.task_specs()
+    taught = dense_teacher(spec, list(specs), cfg.distill, teacher, device) if cfg.distill is not None else None
     train_set, val_set = (open_for_tasks(data, s, specs, crop) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in model.config.tasks.items()}
     result = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label="finetune",
-                 checkpoint=ckpt, checkpoint_every=checkpoint_every, resume=resume)
+                 checkpoint=ckpt, checkpoint_every=checkpoint_every, resume=resume, teacher=taught)
     if not world().main:
         return None
     provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
@@ -136,6 +143,31 @@ def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batc
             "history": result.history}
 
 
+def dense_teacher(spec: Mapping[str, Any], tasks: Sequence[str], distill: DistillConfig, teacher: Path | None,
+                  device: str) -> Teacher:
+    """The dense model restricted to `tasks`, frozen, as the compact model's teacher.
+
+    Without `teacher`, the file the compact model was pruned from (its provenance's
+    `source`), which must still hold the same weights (its hash is recorded).
+    """
+    if teacher is None:
+        source, digest = spec.get("provenance", {}).get("source"), spec.get("provenance", {}).get("source_sha256")
+        if not source:
+            raise TaskcutError("this model's provenance names no dense model it was pruned from; give the teacher "
+                               "(--teacher BASE.safetensors)")
+        teacher = Path(source)
+        if not teacher.is_file():
+            raise TaskcutError(f"the dense model this one was pruned from, {teacher}, is gone; give --teacher")
+        if digest and file_sha256(teacher) != digest:
+            raise TaskcutError(f"{teacher} changed since this model was pruned from it; give --teacher")
+    base = load(Path(teacher), device)
+    missing = [t for t in tasks if t not in base.tasks]
+    if missing:
+        raise TaskcutError(f"teacher {teacher} has no task(s) {', '.join(missing)}")
+    dense = select(base, list(tasks))
+    return Teacher(dense, distill, dense.config.task_specs())
+
+
 def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: str,
                   crop: Sequence[int] | None = None, device: str = "cpu", show_progress: bool = True) -> Path:
     """The dense model restricted to `tasks`, fine-tuned exactly as a compact model was: the control.
@@ -143,9 +175,11 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     Same schedule, seed (so the same batches in the same order), loss weights and selection
     on the validation split; only the pruning differs. A compact model's gain over the dense
     model that this control also shows is the extra task-specific training, not the pruning.
+    A schedule with distillation is followed too: the dense model then learns from a frozen
+    copy of itself, so the control has every ingredient of the compact model's fine-tuning.
     Cached by (base file hash, tasks, schedule, data), like the base model.
     """
-    key_data = {"base": file_sha256(baseline), "tasks": list(tasks), "train": cfg.model_dump(), "data": data,
+    key_data = {"base": file_sha256(baseline), "tasks": list(tasks), "train": cfg.key(), "data": data,
                 "crop": list(crop) if crop else None}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "controls" / f"control-{key}.safetensors"
@@ -155,7 +189,9 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     specs = dense.config.task_specs()
     train_set, val_set = (open_for_tasks(data, s, specs, tuple(crop) if crop else None) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in dense.config.tasks.items()}
-    result = fit(dense, specs, weights, cfg, train_set, val_set, device, show_progress, label="control")
+    taught = dense_teacher({}, list(tasks), cfg.distill, baseline, device) if cfg.distill is not None else None
+    result = fit(dense, specs, weights, cfg, train_set, val_set, device, show_progress, label="control",
+                 teacher=taught)
     save(result.model, path, {"control": {**key_data, "best_step": result.best_step, "source": str(baseline),
                                           "validation": validation_source(val_set)}})
     return path

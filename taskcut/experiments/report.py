@@ -91,15 +91,15 @@ def _by_method(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[flo
 
 
 def plot_metric(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, baseline: float | None = None,
-                control: float | None = None) -> Path:
+                controls: Mapping[str, float] | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, (xs, means, stds) in _by_method(rows, key).items():
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", label="dense")
-    if control is not None:
-        ax.axhline(control, color="black", linestyle=":", label="dense + same fine-tuning")
+    for (name, value), style in zip((controls or {}).items(), (":", "-.")):
+        ax.axhline(value, color="black", linestyle=style, label=f"{name} (control)")
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -171,15 +171,17 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
                  specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: DataSet,
                  device: str = "cpu") -> Path:
     """results.md, the plots and report.html (images inline, no network needed)."""
-    from .compare import CONTROL
+    from .compare import CONTROLS
 
     columns, table = summary_table(rows, specs)
     write_text(out / "results.md", markdown(columns, table))
-    controls = [r for r in rows if r["method"] == CONTROL]
-    rows = [r for r in rows if r["method"] != CONTROL]
+    controls = [r for r in rows if r["method"] in CONTROLS]
+    rows = [r for r in rows if r["method"] not in CONTROLS]
 
-    def control(key: str) -> float | None:
-        return statistics.fmean(r[key] for r in controls) if controls else None
+    def control(key: str) -> dict[str, float]:
+        """Each control's mean over seeds (plain fine-tuning, and distilled where the run has it)."""
+        names = dict.fromkeys(r["method"] for r in controls)
+        return {n: statistics.fmean(r[key] for r in controls if r["method"] == n) for n in names}
 
     plots = out / "plots"
     images: list[tuple[str, Path]] = [("delta_T against sparsity", plot_metric(
@@ -208,8 +210,10 @@ def _html(columns: list[str], table: list[list[str]], images: list[tuple[str, Pa
         f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,"
         f"{base64.b64encode(p.read_bytes()).decode()}'><figcaption>{html.escape(t)}</figcaption></figure>"
         for t, p in images)
-    settings = html.escape(f"tasks {', '.join(spec.tasks)}; methods {', '.join(spec.methods)}; seeds "
-                           f"{', '.join(map(str, spec.seeds))}; fine-tuning {spec.finetune_steps} steps; "
+    recipes = ", ".join(spec.finetunes)
+    settings = html.escape(f"tasks {', '.join(spec.tasks)}; methods {', '.join(spec.methods)}; "
+                           f"{'structured (whole channels)' if spec.structured else 'unstructured'}; seeds "
+                           f"{', '.join(map(str, spec.seeds))}; fine-tuning {spec.finetune_steps} steps ({recipes}); "
                            f"scoring {spec.batches} batches of {spec.batch_size}; data {spec.data}")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>taskcut compare</title>
@@ -218,7 +222,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}figure{{display:i
 img{{max-width:100%}}</style></head>
 <body><h1>taskcut compare</h1><p>{settings}</p>
 <p>Mean ± standard deviation over seeds, test split. delta_T vs dense: against the dense model on the same
-tasks. delta_T vs control: against <b>dense+ft</b>, that dense model fine-tuned with exactly the same budget,
+tasks. delta_T vs control: against <b>dense+ft</b> (for a distilled row <b>dense+ft+distill</b>), that dense
+model fine-tuned with exactly the same budget and recipe,
 seeds and selection rule, so a gain there is the pruning's and not extra training's.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {figures}

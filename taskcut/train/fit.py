@@ -25,6 +25,7 @@ from .evaluate import weighted_loss
 from ..models import build_model
 from ..progress import progress_bar
 from ..tasks.dense import TaskSpec
+from .distill import Teacher
 
 
 @dataclass
@@ -105,15 +106,30 @@ class IterableStream:
 
 
 def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
-                tasks: Mapping[str, TaskSpec]) -> dict[str, torch.Tensor]:
+                tasks: Mapping[str, TaskSpec], teacher: "Teacher | None" = None) -> dict[str, torch.Tensor]:
+    """Each task's label loss; with a teacher, its distillation terms too (keys `distill:TASK`)."""
     preds = model(batch["image"])
-    return {name: spec.loss(preds[name], batch[name]) for name, spec in tasks.items()}
+    losses = {name: spec.loss(preds[name], batch[name]) for name, spec in tasks.items()}
+    if teacher is not None:
+        losses.update({f"{DISTILL}{name}": loss for name, loss in teacher.losses(batch["image"], preds).items()})
+    return losses
+
+
+#: Prefix of the distillation terms among a step's losses; each counts with its task's loss weight.
+DISTILL = "distill:"
+
+
+def _weight(weights: Mapping[str, float], name: str) -> float:
+    return weights.get(name.removeprefix(DISTILL), 1.0)
 
 
 def train(config: RunConfig, train_set: DataSet, val_set: DataSet,
           device: torch.device | str = "cpu", show_progress: bool = True, checkpoint: Path | None = None,
           checkpoint_every: int = 0, resume: bool = False) -> TrainResult:
     """Train a fresh model as `config` says and return it with its best validation weights."""
+    if config.train.distill is not None:
+        raise TaskcutError("distill: is for fine-tuning (the dense model teaches a compact one); "
+                           "a base model has no teacher")
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     return fit(model, config.model.task_specs(), config.loss_weights(), config.train, train_set, val_set,
@@ -125,7 +141,7 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
         train_set: DataSet | IterableStream, val_set: DataSet | Iterable[Mapping[str, torch.Tensor]] | None,
         device: torch.device | str = "cpu",
         show_progress: bool = True, label: str = "train", checkpoint: Path | None = None,
-        checkpoint_every: int = 0, resume: bool = False) -> TrainResult:
+        checkpoint_every: int = 0, resume: bool = False, teacher: "Teacher | None" = None) -> TrainResult:
     """The one training loop (base training and fine-tuning): Adam on the weighted task losses.
 
     Only `tasks` are trained; masks attached to the model (parametrizations) keep pruned
@@ -139,10 +155,15 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
     its share of every global batch (DDP, BatchNorm statistics shared); rank 0 writes.
     `train_set` may be an `IterableStream` over a user's own batches, and `val_set` any
     re-iterable of batches, or None: then nothing is chosen and the last weights are kept.
+    With `cfg.distill`, `teacher` (the dense model on the same tasks) adds its distillation
+    terms to every step; the weights are still chosen on the label loss of validation.
     """
     place = world()
     if cfg.batch_size % place.size:
         raise TaskcutError(f"batch size {cfg.batch_size} does not split over {place.size} processes")
+    if (cfg.distill is None) != (teacher is None):
+        raise TaskcutError("distillation needs both a schedule with distill: and a teacher model"
+                           if teacher is None else "a teacher was given but the schedule has no distill: settings")
     torch.manual_seed(cfg.seed)
     tasks = with_class_weights(tasks, train_set)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -163,14 +184,16 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
     running: dict[str, float] = {}
     start = time.perf_counter() - progress.seconds
     model.train()
+    if teacher is not None:
+        teacher.attach(model)
     try:
         with progress_bar(show_progress and place.main) as bar:
             job = bar.add_task(label, total=cfg.steps, completed=progress.step, info="")
             for step in range(progress.step + 1, cfg.steps + 1):
                 batch = to_device(stream.next(place.rank, place.size), device)
-                losses = task_losses(net, batch, tasks)
+                losses = task_losses(net, batch, tasks, teacher)
                 _stop_if_not_finite(losses, step, checkpoint, progress, device)
-                total = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
+                total = sum(_weight(weights, name) * loss for name, loss in losses.items())
                 optimiser.zero_grad(set_to_none=True)
                 total.backward()
                 optimiser.step()
@@ -196,6 +219,8 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
                         save_checkpoint(checkpoint, settings, model, optimiser, scheduler, stream, progress)
                     barrier()
     finally:
+        if teacher is not None:
+            teacher.detach()
         if place.size > 1:
             sync_batchnorm(model, False)
     assert progress.best_state is not None
