@@ -1,7 +1,8 @@
-"""Open a `taskcut compare` report.html in headless Chromium: count the images that loaded, take a screenshot.
+"""Open a taskcut report.html (`taskcut demo`'s, or `compare`'s) in headless Chromium: count the images
+that loaded, take a screenshot.
 
 Needs Debian's `chromium` (apt-get install chromium); the report itself needs no network.
-Run: python benchmarks/screenshot_report.py RUN_DIR/report.html --out report.png
+Run: python benchmarks/screenshot_report.py taskcut-demo/report.html --out report.png
 Exits non-zero unless every image on the page decoded.
 """
 

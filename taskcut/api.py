@@ -288,6 +288,8 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
     val = Batches(val_batches, transform, device, "validation batches") if val_batches is not None else None
     if distill is not None and teacher is None:
         raise TaskcutError("distill settings need a teacher model (teacher=the dense model)")
+    if teacher is model:
+        raise TaskcutError("the teacher must be the dense model, not the model being fine-tuned")
     settings = None
     if teacher is not None:
         settings = distill if isinstance(distill, DistillConfig) else DistillConfig(**dict(distill or {}))

@@ -468,6 +468,8 @@ def compare_cmd(
                                                 "distill (labels + the dense model's outputs); each with its control."),
     distill_weight: float = typer.Option(1.0, help="With distill: weight of each task's distillation term."),
     distill_temperature: float = typer.Option(1.0, help="With distill: softening of class outputs."),
+    distill_features: float = typer.Option(0.0, help="With distill: weight of matching the trunk's features "
+                                                     "(unstructured only)."),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -480,7 +482,7 @@ def compare_cmd(
                        methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data, out=out_dir,
                        finetune_steps=finetune_steps, batches=batches, batch_size=batch_size, structured=structured,
                        finetunes=tuple(_task_list(finetunes)),
-                       distill=_distill_settings(distill_weight, distill_temperature, 0.0))
+                       distill=_distill_settings(distill_weight, distill_temperature, distill_features))
     rows = run_compare(spec, device, not quiet)
     columns, table = summary_table(rows, _specs(base, spec.tasks))
     typer.echo(markdown(columns, table))
@@ -637,27 +639,29 @@ def _is_model_file(path: Path) -> bool:
 @app.command("demo")
 @_clean_errors
 def demo_cmd(
-    out_dir: Path = typer.Option(Path("taskcut-demo"), "--out", help="Folder for the models and report.md."),
+    out_dir: Path = typer.Option(Path("taskcut-demo"), "--out", help="Folder for report.html, report.md and "
+                                                                       "the devices' models."),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
-    """The main job on the embedded synth scenes: base model, CUT to {seg, depth} at 70%, fine-tune, report."""
+    """The main job on the embedded synth scenes: one five-task model pruned for three devices, exported,
+    benched and compared; report.html."""
     from .experiments.demo import demo
+    from .experiments.demo_report import comparison_rows, device_rows, headline
 
     _check_device(device)
     result = demo(out_dir, device, not quiet)
-    table = Table(title="test split: dense (seg, depth) vs CUT at 70% + fine-tuning")
-    for col in ("task", "metric", "dense", "pruned", "pruned + fine-tuned"):
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
-    for task, metrics in result["dense"].items():
-        for name, value in metrics.items():
-            table.add_row(task, name, f"{value:.4f}", f"{result['pruned'][task][name]:.4f}",
-                          f"{result['finetuned'][task][name]:.4f}")
-    out.print(table)
-    out.print(f"delta_T vs dense: pruned {result['pruned_delta_T']:+.2f}%, fine-tuned {result['finetuned_delta_T']:+.2f}%; "
-              f"fine-tuned vs the dense control (same fine-tuning): {result['finetuned_delta_T_control']:+.2f}%; "
-              f"achieved sparsity {result['prune']['achieved']:.4f}; total {result['seconds']:.0f} s")
-    out.print(f"wrote {out_dir / 'report.md'}")
+    for title, (columns, rows) in (("devices (test split; latency on this CPU)", device_rows(result)),
+                                   ("CUT against simpler pruning", comparison_rows(result))):
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("device", "tasks", "method") else "right")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    for line in headline(result):
+        out.print(f"- {line}", highlight=False)
+    out.print(f"total {result['seconds']['total']:.0f} s; open {(out_dir / 'report.html').resolve()}", highlight=False)
 
 
 def _own(config: Optional[Path]) -> bool:

@@ -177,6 +177,15 @@ class RunConfig(_Strict):
     def loss_weights(self) -> dict[str, float]:
         return {name: t.loss_weight for name, t in self.model.tasks.items()}
 
+    def key(self) -> dict[str, Any]:
+        """The config as cache keys see it (JSON); settings left at "off" are absent, as before they existed,
+        so models cached by earlier versions are still found."""
+        dump = self.model_dump(mode="json")
+        for section in ("train", "finetune"):
+            if isinstance(dump.get(section), dict) and dump[section].get("distill") is None:
+                dump[section].pop("distill", None)
+        return dump
+
 
 def preset_names() -> list[str]:
     folder = resources.files("taskcut") / "presets"

@@ -75,6 +75,9 @@ def test_unstructured_pipeline(name: str, tmp_path: Path) -> None:
     kept_tasks = {t: tasks[t] for t in keep}
     before = {n: m.clone() for n, m in masks.items()}
     taskcut.finetune_model(small, kept_tasks, data, steps=3, val_batches=data[:1], lr=1e-3)
+    # the dense own model (computing more tasks) teaches the compact one; the original stays untouched
+    taskcut.finetune_model(small, kept_tasks, data, steps=2, teacher=model, distill={"weight": 2.0})
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in reference.items())
     weights = dict(small.named_parameters())
     for n, m in before.items():  # pruned weights stay exactly zero
         module_name, _, attr = n.rpartition(".")

@@ -100,11 +100,15 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, synth_dir: P
 def test_a_missing_extra_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = save(build_model(tiny_model_config()).eval(), tmp_path / "m.safetensors")
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the deploy extra were not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a broken install: taskcut depends on it
     out = tmp_path / "m.onnx"
     result = runner.invoke(app, ["export", str(model), "--out", str(out)])
-    assert result.exit_code == 2 and "pip install 'taskcut[deploy]'" in result.output, result.output
+    assert result.exit_code == 2 and "pip install onnxruntime" in result.output, result.output
     assert not out.exists()
+    monkeypatch.setitem(sys.modules, "openvino", None)  # an extra that is not installed
+    result = runner.invoke(app, ["export", str(model), "--format", "openvino", "--out", str(tmp_path / "m.xml")])
+    assert result.exit_code == 2 and "pip install 'taskcut[openvino]'" in result.output, result.output
+    assert not (tmp_path / "m.xml").exists()
 
 
 def test_an_unexpected_error_is_one_line_with_the_debug_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,15 +81,27 @@ def least_pruning(measure: Callable[[float], float], target: float, kind: str, m
     if most > target:
         raise TaskcutError(f"budget {kind} <= {target:,.6g}{unit} cannot be met: the most pruned model "
                            f"(sparsity {max_sparsity:g}) has {most:,.6g}{unit}; nothing written")
-    lo, hi, best = 0.0, max_sparsity, (max_sparsity, most)
+    # Regula falsi aimed at the middle of the accepted window [FLOOR x target, target]: the figures
+    # fall smoothly with sparsity (parameters exactly linearly), so interpolating between the bracket's
+    # ends lands in the window in one or two measurements where bisection needs five or more; each
+    # latency measurement is an export and a timing run. When one end of the bracket has stayed put
+    # twice (a curved figure), the next step bisects, so the bracket always keeps shrinking.
+    aim = 0.5 * (1.0 + FLOOR[kind]) * target
+    lo, hi, f_lo, f_hi, best = 0.0, max_sparsity, dense, most, (max_sparsity, most)
+    moved: list[str] = []
     for _ in range(30):
-        mid = 0.5 * (lo + hi)
+        t = (f_lo - aim) / (f_lo - f_hi) if f_lo > f_hi else 0.5
+        if moved[-2:] in (["lo", "lo"], ["hi", "hi"]):
+            t = 0.5
+        mid = lo + min(max(t, 0.05), 0.95) * (hi - lo)
         figure = measure(mid)
         if figure <= target:
-            best, hi = (mid, figure), mid
+            best, hi, f_hi = (mid, figure), mid, figure
+            moved.append("hi")
             if figure >= FLOOR[kind] * target:
                 break
         else:
-            lo = mid
+            lo, f_lo = mid, figure
+            moved.append("lo")
     return best
 

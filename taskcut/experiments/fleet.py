@@ -4,7 +4,7 @@
 base: base.safetensors            # a taskcut model file
 data: synth:scenes                # scored on its train split, tuned on train, chosen on val, judged on test
 scoring: {batches: 50, batch_size: 8}
-finetune: {steps: 300, batch_size: 32, lr: 0.0005, val_every: 50}
+finetune: {steps: 300, batch_size: 32, lr: 0.0005, val_every: 50, distill: {weight: 1.0}}
 bench: {threads: 2, size: [224, 224], runs: 10}
 devices:
   - {name: doorbell, tasks: [seg], budget: "params=0.2"}
@@ -31,7 +31,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import safe_yaml
+from ..config import DistillConfig, safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
 from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError
@@ -69,6 +69,8 @@ class Finetune(_Strict):
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=5e-4, gt=0)
     val_every: int = Field(default=50, ge=1)
+    #: The dense model teaches each device's model (`taskcut.train.distill`); `{}` takes the defaults.
+    distill: DistillConfig | None = None
 
 
 class Bench(_Strict):
@@ -154,7 +156,7 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
     (out / "devices").mkdir(parents=True, exist_ok=True)
     source = fleet.base if fleet.base is not None else fleet.config
     settings = {"base_sha256": file_sha256(source), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
-                "finetune": fleet.finetune.model_dump()}
+                "finetune": fleet.finetune.model_dump(exclude_none=True)}
     if fleet.config is not None:
         return _run_own_fleet(fleet, out, settings, device, show_progress)
     _claim(out, settings)
@@ -176,8 +178,8 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
                         threads=fleet.bench.threads, size=tuple(fleet.bench.size))
         ft = fleet.finetune
         finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size, ft.lr, ft.val_every, force=True,
-                      device=device, show_progress=show_progress)
-        report = evaluate_file(tuned, fleet.data, "test", fleet.base, force=True, device=device,
+                      device=device, show_progress=show_progress, distill=ft.distill, teacher=fleet.base)
+        report = evaluate_file(tuned, fleet.data, "test", fleet.base, folder / "evaluation.json", force=True, device=device,
                                show_progress=show_progress)
         record = export(tuned, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True, data=fleet.data)
         bench = _bench(tuned, exported, fleet)
@@ -252,7 +254,7 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
                             budget=dev.budget, scores=scores(), base=base)
         ft = fleet.finetune
         finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
-                     show_progress=show_progress)
+                     show_progress=show_progress, distill=ft.distill)
         report = evaluate_own(tuned, cfg, "test", Path("base"), device)
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
         record = export_own(tuned, cfg, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True)
@@ -355,7 +357,7 @@ def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}img{{max-width:100%}}</style></head>
 <body><h1>taskcut fleet</h1>
 <p>Base {html.escape(str(fleet.base.name if fleet.base else fleet.config))}; data {html.escape(str(fleet.data or 'from the config'))}; every task scored once
-({f"{score_seconds:.1f} s" if score_seconds is not None else "in an earlier run"}); fine-tuning {fleet.finetune.steps} steps per device. delta_T on the test split against the
+({f"{score_seconds:.1f} s" if score_seconds is not None else "in an earlier run"}); fine-tuning {fleet.finetune.steps} steps per device{" with distillation from the dense model" if fleet.finetune.distill else ""}. delta_T on the test split against the
 dense model on the same tasks and against the dense control (the same fine-tuning). Latency: ONNX Runtime,
 {fleet.bench.threads} threads, 1x3x{fleet.bench.size[0]}x{fleet.bench.size[1]}, median of {fleet.bench.runs};
 the dense five-task model: {dense['latency_ms_median']:.1f} ms.</p>

@@ -12,7 +12,8 @@ resizing: teacher and student predict at the same resolution):
 * segmentation, classification: KL(teacher || student) of the class distributions
   softened by `temperature`, times temperature^2 (Hinton et al.), so its gradient scale does
   not depend on the temperature;
-* binary: BCE of the student's logits against the teacher's probabilities;
+* binary: KL of the per-label yes/no distributions (BCE against the teacher's probabilities,
+  less their entropy, so it is zero where the student agrees);
 * normal: 1 - cosine similarity, the task's own loss;
 * depth, regression: L1; keypoint, edge: MSE; the same losses the labels train with;
 * custom: MSE between the outputs.
@@ -48,8 +49,9 @@ def distill_loss(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, t
         log_teacher = F.log_softmax(teacher / t, dim=1)
         per_item = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
         return per_item.mean() * t * t
-    if spec.kind == "binary":
-        return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+    if spec.kind == "binary":  # KL of the per-label Bernoullis: BCE to the teacher's probabilities less their entropy
+        p = torch.sigmoid(teacher)
+        return F.binary_cross_entropy_with_logits(student, p) - F.binary_cross_entropy_with_logits(teacher, p)
     if spec.kind == "normal":
         return (1.0 - F.cosine_similarity(student, teacher, dim=1, eps=1e-8)).mean()
     if spec.kind in ("depth", "regression"):
@@ -66,9 +68,7 @@ class Teacher:
     """
 
     def __init__(self, model: nn.Module, config: DistillConfig, tasks: Mapping[str, TaskSpec]) -> None:
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = model.eval()  # its forward runs under no_grad: nothing of it is trained
         self.config = config
         self.tasks = dict(tasks)
         self._student_features: list[torch.Tensor] = []

@@ -37,7 +37,7 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("onnx", "onnxruntime", ".onnx", "onnxruntime", "deploy", True, False,
+    Format("onnx", "onnxruntime", ".onnx", "onnxruntime", "", True, False,
            "servers, Windows/Linux edge boxes, anything with ONNX Runtime"),
     Format("executorch", "executorch", ".pte", "executorch", "executorch", True, False,
            "Android and iOS apps, microcontroller-class Linux (XNNPACK on Arm and x86)"),
@@ -45,7 +45,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "Android, Coral and other TensorFlow Lite devices"),
     Format("openvino", "openvino", ".xml", "openvino", "openvino", True, False,
            "Intel CPUs, iGPUs and NPUs (edge PCs, industrial boxes)"),
-    Format("torchscript", "torchscript", ".pt", "torch", "deploy", False, False,
+    Format("torchscript", "torchscript", ".pt", "torch", "", False, False,
            "legacy LibTorch C++ apps only (deprecated by PyTorch for new deployments)"),
 )}
 RUNTIMES = ("torch",) + tuple(f.runtime for f in FORMATS.values() if f.name != "torchscript")
@@ -72,9 +72,11 @@ def format_of_file(path: Path) -> Format | None:
     return None
 
 
-def need(module: str, extra: str = "deploy") -> ModuleType:
-    """An optional runtime, or one line saying which extra installs it."""
+def need(module: str, extra: str = "") -> ModuleType:
+    """A runtime, or one line saying what installs it: its taskcut extra, or (for the ONNX packages
+    taskcut itself depends on, `extra` empty) the package."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TaskcutError(f"{module} is not installed: pip install 'taskcut[{extra}]'") from None
+        fix = f"pip install 'taskcut[{extra}]'" if extra else f"pip install {module} (taskcut depends on it)"
+        raise TaskcutError(f"{module} is not installed: {fix}") from None
