@@ -647,18 +647,17 @@ def demo_cmd(
     """The main job on the embedded synth scenes: one five-task model pruned for three devices, exported,
     benched and compared; report.html."""
     from .experiments.demo import demo
-    from .experiments.demo_report import comparison_rows, device_rows, headline
+    from .experiments.demo_report import comparison_rows, headline, terminal_rows
 
     _check_device(device)
     result = demo(out_dir, device, not quiet)
-    for title, (columns, rows) in (("devices (test split; latency on this CPU)", device_rows(result)),
-                                   ("CUT against simpler pruning", comparison_rows(result))):
-        table = Table(title=title)
-        for col in columns:
-            table.add_column(col, justify="left" if col in ("device", "tasks", "method") else "right")
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
+    for title, (columns, rows) in (("devices: delta_T on the test split, latency as x the dense five-task model",
+                                    terminal_rows(result)), ("CUT against simpler pruning", comparison_rows(result))):
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        out.print(f"\n{title}", highlight=False)
+        for line in [columns, *rows]:
+            out.print("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))),
+                      highlight=False, soft_wrap=True)
     for line in headline(result):
         out.print(f"- {line}", highlight=False)
     out.print(f"total {result['seconds']['total']:.0f} s; open {(out_dir / 'report.html').resolve()}", highlight=False)
