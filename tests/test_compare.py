@@ -128,6 +128,9 @@ def test_compare_knows_a_retrained_base_by_its_hash(synth_dir: Path, tmp_path: P
     (["--seeds", "0,0"], "--seeds names a value twice"),
     (["--sparsities", "0.5,0.5"], "--sparsities names a value twice"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--finetunes", "plain,teach"], r"unknown fine-tuning recipe\(s\) teach; recipes: plain, distill"),
+    (["--finetunes", "distill,distill"], "names a fine-tuning recipe twice"),
+    (["--finetunes", "distill", "--distill-weight", "0"], "--distill-weight: Input should be greater than 0"),
 ])
 def test_compare_bad_input_writes_nothing(base: Path, synth_dir: Path, tmp_path: Path, extra: list[str],
                                           match: str) -> None:
@@ -139,3 +142,32 @@ def test_compare_bad_input_writes_nothing(base: Path, synth_dir: Path, tmp_path:
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and re.search(match, lines[0]), result.output
     assert not out.exists()
+
+
+def test_distilled_cells_have_their_own_control(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Each recipe runs every method and has a control fine-tuned the same way; structured cells cut channels."""
+    from taskcut import load
+    from taskcut.models import read_spec
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config().model_copy(update={"width": 0.25, "head_hidden": 32})).eval()
+    with torch.no_grad():
+        for branch in model.heads["depth"].branches:
+            branch.conv3.bias.fill_(1.25)
+    base = save(model, tmp_path / "wide.safetensors")  # enough channels for 50% of whole channels
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, _args(base, synth_dir, out, "--methods", "cut", "--finetunes", "plain,distill",
+                                      "--structured"))
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert set(rows) == {"dense+ft", "dense+ft+distill", "cut", "cut+distill"}
+    for name in ("cut", "cut+distill"):
+        assert abs(float(rows[name]["achieved_sparsity"]) - 0.5) <= 0.02
+        small = load(out / "models" / f"{name}-s0.5-seed0.safetensors")
+        dense = select(load(base), ["seg", "depth"])
+        assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(p.numel() for p in dense.parameters())
+    assert rows["cut"]["delta_T"] != rows["cut+distill"]["delta_T"]  # the recipe changed the training
+    assert rows["dense+ft"]["delta_T"] != rows["dense+ft+distill"]["delta_T"]  # and its control's
+    text = (out / "report.html").read_text()
+    assert "dense+ft+distill" in text and "structured" in text
+    assert read_spec(out / "models" / "cut+distill-s0.5-seed0.safetensors")["provenance"]["finetune"] == "distill"

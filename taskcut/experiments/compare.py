@@ -74,9 +74,9 @@ def label(method: str, finetune: str) -> str:
 def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
     """Check every input before anything is written; the tasks in the model's order and the train split."""
     check_methods(spec.methods)
+    if not spec.finetunes:
+        raise TaskcutError("--finetunes names no recipe; give plain, distill or both")
     check_choice(list(FINETUNES), list(spec.finetunes), "fine-tuning recipe", "recipes:")
-    if len(set(spec.finetunes)) != len(spec.finetunes) or not spec.finetunes:
-        raise TaskcutError(f"--finetunes must name each recipe once: {', '.join(spec.finetunes) or '(none)'}")
     if "distill" in spec.finetunes and spec.finetune_steps == 0:
         raise TaskcutError("--finetunes distill needs --finetune-steps > 0")
     if not spec.sparsities:
