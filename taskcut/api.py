@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from .compact.masking import apply_masks, masks_of, unmask
@@ -292,7 +293,11 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
         raise TaskcutError("the teacher must be the dense model, not the model being fine-tuned")
     settings = None
     if teacher is not None:
-        settings = distill if isinstance(distill, DistillConfig) else DistillConfig(**dict(distill or {}))
+        try:
+            settings = distill if isinstance(distill, DistillConfig) else DistillConfig(**dict(distill or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise TaskcutError(f"distill[{'.'.join(map(str, err['loc']))!r}]: {err['msg']}") from None
     cfg = TrainConfig(steps=steps, lr=lr, val_every=min(val_every, steps), seed=seed, batch_size=1,
                       distill=settings)
     taught = Teacher(teacher.to(device), settings, named) if teacher is not None and settings is not None else None

@@ -176,3 +176,6 @@ def test_the_api_needs_a_distinct_teacher(dense: Path, synth_dir: Path) -> None:
         taskcut.finetune_model(model, specs, batches, steps=1, teacher=model)
     with pytest.raises(TaskcutError, match="need a teacher"):
         taskcut.finetune_model(model, specs, batches, steps=1, distill={"weight": 1.0})
+    teacher = select(load(dense), ["depth"])
+    with pytest.raises(TaskcutError, match="distill\\['wieght'\\]: Extra inputs are not permitted"):
+        taskcut.finetune_model(model, specs, batches, steps=1, teacher=teacher, distill={"wieght": 1.0})

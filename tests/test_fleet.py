@@ -126,3 +126,20 @@ def test_a_fleet_of_an_own_model(tmp_path: Path) -> None:
         assert float(row["export_max_abs_diff"]) <= 1e-4
     assert (out / "devices" / "bot" / "compact.safetensors").stat().st_size <= 40_000
     assert list(load(out / "devices" / "cam" / "tuned.safetensors")(torch.rand(1, 3, 32, 32))) == ["seg"]
+
+
+def test_a_fleet_can_fine_tune_with_distillation(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from taskcut.models import read_spec
+
+    path = _fleet(tmp_path, base, synth_dir, [{"name": "doorbell", "tasks": ["seg"], "budget": "params=0.3"}])
+    fleet = yaml.safe_load(path.read_text())
+    fleet["finetune"]["distill"] = {"weight": 0.5}
+    path.write_text(yaml.safe_dump(fleet))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fleet", str(path), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    spec = read_spec(out / "devices" / "doorbell" / "tuned.safetensors")
+    assert spec["provenance"]["finetune"]["distill"]["weight"] == 0.5
+    evaluation = json.loads((out / "devices" / "doorbell" / "evaluation.json").read_text())
+    control = read_spec(Path(evaluation["control"]["model"]))["provenance"]["control"]
+    assert control["train"]["distill"]["weight"] == 0.5  # the control had the same fine-tuning

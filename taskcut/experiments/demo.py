@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from .. import __version__
 from ..cache import cache_dir
 from ..config import load_config
 from ..errors import TaskcutError
@@ -104,7 +105,8 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
     fleet = {"base": str(base), "data": data, "scoring": SCORING, "finetune": FINETUNE, "bench": BENCH,
              "devices": devices(fastest_runtime())}
     key = hashlib.sha256(json.dumps({"base": file_sha256(base), "fleet": {**fleet, "base": None},
-                                     "compare": COMPARE}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "compare": COMPARE, "taskcut": __version__},
+                                    sort_keys=True).encode()).hexdigest()[:16]
     work = cache_dir() / "demo" / key
     work.mkdir(parents=True, exist_ok=True)
     write_text(work / "fleet.yaml", yaml.safe_dump(fleet, sort_keys=False))
@@ -135,8 +137,10 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
 
 def _device_result(row: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A fleet row with the per-task figures of its evaluation and the files it made."""
+    from ..deploy.formats import format_of_runtime
+
     evaluation = json.loads((folder / "evaluation.json").read_text())
-    exported = next(p for p in sorted(folder.glob("model.*")) if not p.name.endswith((".json", ".bin")))
+    exported = folder / f"model{format_of_runtime(row['runtime']).suffix}"
     return {**row, "metrics": evaluation["metrics"], "per_task_vs_dense": evaluation["baseline"]["per_task"],
             "per_task_vs_control": evaluation.get("control", {}).get("per_task"),
             "dense_metrics": evaluation["baseline"]["metrics"],

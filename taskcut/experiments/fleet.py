@@ -4,7 +4,8 @@
 base: base.safetensors            # a taskcut model file
 data: synth:scenes                # scored on its train split, tuned on train, chosen on val, judged on test
 scoring: {batches: 50, batch_size: 8}
-finetune: {steps: 300, batch_size: 32, lr: 0.0005, val_every: 50, distill: {weight: 1.0}}
+finetune: {steps: 300, batch_size: 32, lr: 0.0005, val_every: 50}   # + distill: {weight: 1.0} to learn
+                                                                   # from the dense model too
 bench: {threads: 2, size: [224, 224], runs: 10}
 devices:
   - {name: doorbell, tasks: [seg], budget: "params=0.2"}
