@@ -11,13 +11,16 @@ import signal
 import sys
 from pathlib import Path
 import contextlib
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import TaskcutError
+
+if TYPE_CHECKING:  # the command imports its modules when it runs, for a quick start
+    from .config import DistillConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Prune a pre-trained multi-task model into a compact model holding only the tasks a device needs.")
