@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..fileio import write_text
-from .report import _plt, _show
+from .report import _plt, _show, map_style
+from .report import markdown as md_table
 
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch",
                  "litert": "LiteRT", "torch": "PyTorch"}
@@ -120,6 +121,8 @@ def _pct(value: Any) -> str:
 
 def commands(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """Shell commands that reproduce every row, with the base model and data as variables."""
+    from ..deploy.formats import format_of_runtime
+
     fleet, c = result["fleet"], result["compare"]
     ft = fleet["finetune"]
     distill = " --distill" if ft.get("distill") else ""
@@ -131,10 +134,8 @@ def commands(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
                                          f"--batch-size {fleet['scoring']['batch_size']} --out scores.safetensors"])]
     for d in fleet["devices"]:
         name = d["name"]
-        fmt = {"onnxruntime": "onnx"}.get(d.get("runtime", "onnxruntime"), d.get("runtime", "onnxruntime"))
-        from ..deploy.formats import get_format
-
-        suffix = get_format(fmt).suffix
+        form = format_of_runtime(d.get("runtime", "onnxruntime"))
+        fmt, suffix = form.name, form.suffix
         int8 = " --int8" if d.get("int8") else ""
         blocks.append((f"Device {name}", [
             f"taskcut prune $BASE --tasks {','.join(d['tasks'])} --budget {d['budget']}"
@@ -206,12 +207,7 @@ def _panels(task: str, kind: str, panels: list[tuple[str, np.ndarray]]) -> bytes
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.7))
     for ax, (title, img) in zip(axes, panels):
-        kwargs: dict[str, Any] = {}
-        if title != "input" and kind == "segmentation":
-            kwargs = {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5, "interpolation": "nearest"}
-        elif title != "input" and kind in ("depth", "keypoint", "edge"):
-            kwargs = {"cmap": "viridis"}
-        ax.imshow(img, **kwargs)
+        ax.imshow(img, **({} if title == "input" else map_style(kind)))
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{task} ({kind}), test image {SAMPLE}", fontsize=10)
@@ -257,10 +253,6 @@ def _png(fig) -> bytes:
 # ----------------------------------------------------------------------------- the two documents
 
 
-def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _intro(result: dict[str, Any]) -> str:
     ft = result["fleet"]["finetune"]
     return (f"One five-task base model (synth-tiny: seg, normal, depth, keypoint, edge) pruned with CUT for three "
@@ -279,8 +271,7 @@ def _intro(result: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# taskcut demo: one model, three devices", "", _intro(result), ""]
     lines += [f"- {line}" for line in headline(result)] + [""]
-    lines += _md_table(*device_rows(result)) + [""]
-    lines += ["## CUT against simpler pruning", ""] + _md_table(*comparison_rows(result)) + [""]
+    lines += [md_table(*device_rows(result)), "## CUT against simpler pruning", "", md_table(*comparison_rows(result))]
     lines += ["## Reproduce", "", "```bash", _variables(result)]
     for title, cmds in commands(result):
         lines += [f"# {title}", *cmds]

@@ -148,15 +148,20 @@ def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, 
             panels.append((name, _show(pred, kind)))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
     for ax, (title, img) in zip(axes, panels):
-        kwargs = {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5, "interpolation": "nearest"} if kind == "segmentation" \
-            and title != "image" else {}
-        if kind in ("depth", "keypoint", "edge") and title != "image":
-            kwargs = {"cmap": "viridis"}
-        ax.imshow(img, **kwargs)
+        ax.imshow(img, **({} if title == "image" else map_style(kind)))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{task}, sparsity {sparsity:g}")
     return _save(fig, path)
+
+
+def map_style(kind: str) -> dict[str, Any]:
+    """How a predicted (or true) map of `kind` is drawn: classes in fixed colours, scalar maps in viridis."""
+    if kind == "segmentation":
+        return {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5, "interpolation": "nearest"}
+    if kind in ("depth", "keypoint", "edge"):
+        return {"cmap": "viridis"}
+    return {}
 
 
 def _show(x: torch.Tensor, kind: str) -> np.ndarray:
