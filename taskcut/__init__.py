@@ -4,20 +4,58 @@ One call per job on any multi-task `nn.Module` (forward returns `{task: tensor}`
 `prune_model`, `finetune_model`, `evaluate_model`, `export_model`, with tasks described by
 `Task` and models kept in files by `save`/`load`. The CUT stages underneath, each a plain
 function: `decompose` -> `select` -> `score` -> `fuse` -> `apply_masks`.
+
+The names are imported on first use (PEP 562), so `import taskcut` and the command line's
+`--help` do not pay for torch; `from taskcut import prune_model` works as usual.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .api import evaluate_model, export_model, finetune_model, prune_model  # noqa: E402
-from .compact.masking import apply_masks  # noqa: E402
-from .cut.decompose import Decomposition, decompose  # noqa: E402
-from .cut.fuse import Fusion, fuse  # noqa: E402
-from .cut.score import score  # noqa: E402
-from .cut.select import select  # noqa: E402
-from .errors import TaskcutError  # noqa: E402
-from .models import load, save  # noqa: E402
-from .tasks import Task  # noqa: E402
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "evaluate_model": ".api", "export_model": ".api", "finetune_model": ".api", "prune_model": ".api",
+    "apply_masks": ".compact.masking",
+    "Decomposition": ".cut.decompose", "decompose": ".cut.decompose",
+    "Fusion": ".cut.fuse", "fuse": ".cut.fuse",
+    "score": ".cut.score",
+    "select": ".cut.select",
+    "TaskcutError": ".errors",
+    "load": ".models", "save": ".models",
+    "Task": ".tasks",
+    "trusting": ".trust",
+}
 
 __all__ = ["Decomposition", "Fusion", "Task", "TaskcutError", "__version__", "apply_masks", "decompose",
            "evaluate_model", "export_model", "finetune_model", "fuse", "load", "prune_model", "save", "score",
-           "select"]
+           "select", "trusting"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .api import evaluate_model, export_model, finetune_model, prune_model
+    from .compact.masking import apply_masks
+    from .cut.decompose import Decomposition, decompose
+    from .cut.fuse import Fusion, fuse
+    from .cut.score import score
+    from .cut.select import select
+    from .errors import TaskcutError
+    from .models import load, save
+    from .tasks import Task
+    from .trust import trusting
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in ("models", "api", "cut", "compact", "tasks", "deploy", "data", "train", "experiments"):
+        return importlib.import_module(f".{name}", __name__)  # `taskcut.models.read_spec` after `import taskcut`
+    raise AttributeError(f"module 'taskcut' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -106,7 +106,8 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
                 sparsity: float | None = None, structured: bool = False, rule: str = "vote",
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
                 device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int = 8,
-                budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> nn.Module:
+                budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+                runtime: str = "onnxruntime", threads: int = 2) -> nn.Module:
     """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
 
     Unstructured (default): `sparsity` is the zeroed fraction of conv/linear weights, held by
@@ -116,7 +117,8 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     `round_to` (faster on CPUs; 1 allows finer steps on small models). Scores come from
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
-    see `taskcut.cut.budget`) asks for the least pruning whose result fits it; the report
+    see `taskcut.cut.budget`; latency measured in `runtime` with `threads`) asks for the least
+    pruning whose result fits it; the report
     is the result's `taskcut_budget` attribute. `scores` from `taskcut.score` on the full
     model (every task once) skip scoring: a task's scores are the same on any selection. The result remembers its tasks, so `save` and
     `export_model` know them.
@@ -150,7 +152,7 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
         scores = score(small, specs, source, device=device)
     if budget is not None:
         small, report = prune_to_budget(small, scores, budget, rule, structured, example.to(device), round_to,
-                                        _file_bytes)
+                                        _file_bytes, runtime=runtime, threads=threads)
         setattr(small, "taskcut_budget", report)
     elif structured:
         from .compact.structured import STRUCTURED_TOLERANCE, structured_prune

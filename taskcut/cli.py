@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import json
 import math
 import os
@@ -40,27 +41,33 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])
 
 
+#: Commands that keep their finished work in --out and continue it when run again.
+RESUMABLE = ("fleet_cmd", "compare_cmd")
+
+
 def _clean_errors(fn: F) -> F:
     """Every failure is one red line on stderr and exit status 2: a TaskcutError as it is, a full
     disk or another OS error with its path, anything unexpected with its type and a pointer to
     `TASKCUT_DEBUG=1`, which shows the traceback instead. Ctrl-C and SIGTERM end with exit 130/143."""
 
+    options = inspect.signature(fn).parameters
+    resume = ("A run with --checkpoint-every continues with --resume." if "resume" in options else
+              "Run the same command again: finished devices and cells are kept." if fn.__name__ in RESUMABLE
+              else "Run the same command again.")
+
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
-            return fn(*args, **kwargs)
+            with _trust(kwargs.get("trust_code") is True, kwargs.get("config")):
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except TaskcutError as exc:
             _fail(str(exc))
-        except KeyboardInterrupt:
-            err.print("stopped; nothing half-written was left. A run with --checkpoint-every continues with --resume",
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-        except Terminated:
-            err.print("stopped by SIGTERM; nothing half-written was left. A run with --checkpoint-every continues "
-                      "with --resume", highlight=False, soft_wrap=True)
-            raise typer.Exit(143) from None
+        except (KeyboardInterrupt, Terminated) as exc:
+            how, code = ("stopped by SIGTERM", 143) if isinstance(exc, Terminated) else ("stopped", 130)
+            err.print(f"{how}; nothing half-written was left. {resume}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except OSError as exc:
             if os.environ.get("TASKCUT_DEBUG"):
                 raise
@@ -69,10 +76,35 @@ def _clean_errors(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("TASKCUT_DEBUG"):
                 raise
+            from .fileio import is_disk_full
+
+            if is_disk_full(exc):  # a library that reports ENOSPC in its own error type
+                _fail(f"the disk is full ({str(exc).splitlines()[0][:200]}); nothing half-written was left")
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
             _fail(f"unexpected {type(exc).__name__}: {first} (taskcut --debug ... shows the traceback)")
 
     return wrapper  # type: ignore[return-value]
+
+
+#: On every command that opens a model file: a file is data unless the user says otherwise.
+_TRUST_CODE = typer.Option(False, "--trust-code", help="Import and run the factory and task functions the model "
+                           "file names (off: a model file is data, and opening one runs no code it names; an own "
+                           "model's --config trusts what that YAML names).")
+
+
+@contextlib.contextmanager
+def _trust(trust_code: bool, config: object) -> Iterator[None]:
+    """What this command may import from files it opens: everything with --trust-code, and the code an
+    own model's --config names (the user wrote that YAML)."""
+    from .trust import trusting
+
+    references: list[str] = []
+    if isinstance(config, Path) and _own(config):
+        from .experiments.own import load_own_config
+
+        references = load_own_config(config).references()
+    with trusting(True if trust_code else references):
+        yield
 
 
 def _fail(message: str) -> None:
@@ -181,7 +213,8 @@ def train(
 @app.command()
 @_clean_errors
 def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
-         as_json: bool = typer.Option(False, "--json", help="Print the spec as JSON.")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print the spec as JSON."),
+         trust_code: bool = _TRUST_CODE) -> None:
     """Tasks, parameters and provenance of a model file."""
     from .models import count_parameters, load, read_spec
 
@@ -233,13 +266,15 @@ def prune_cmd(
     fusion: str = typer.Option("vote", help="vote, vote:K, majority, union, intersection or score-sum."),
     structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
                                     "--sparsity is then the fraction of parameters removed."),
-    batches: int = typer.Option(50, help="Batches to score."),
-    batch_size: int = typer.Option(8, help="Images per scoring batch."),
-    scores: Optional[Path] = typer.Option(None, help="Scores written by `taskcut score` for this model and these "
-                                                     "scoring settings: no forward or backward pass is run."),
+    batches: Optional[int] = typer.Option(None, help="Batches to score (default 50; with --scores, the file's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; with --scores, the "
+                                                        "file's)."),
+    scores: Optional[Path] = typer.Option(None, help="Scores written by `taskcut score` for this model: no forward "
+                                                     "or backward pass is run; its scoring settings are used."),
     device: str = typer.Option("cpu", help="torch device."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
     from .experiments.prune import prune
@@ -252,8 +287,10 @@ def prune_cmd(
 
         if (sparsity is None) == (budget is None):
             raise TaskcutError("give either --sparsity or --budget")
+        _refuse_for_own({"--scores": scores, "--batch-size": batch_size, "--size": size, "--data": data,
+                         "the model file": base})
         own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
-                        batches, force, device, budget)
+                        50 if batches is None else batches, force, device, budget, runtime=runtime, threads=threads)
         if own["budget"]:
             b = own["budget"]
             out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at "
@@ -297,6 +334,7 @@ def score_cmd(
     device: str = typer.Option("cpu", help="torch device."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score every task of a model once (one forward per batch, one backward per task), for `prune --scores`."""
     from .experiments.scores import write_scores
@@ -316,6 +354,7 @@ def fleet_cmd(
     out_dir: Path = typer.Option(..., "--out", help="Folder for the devices' models, fleet.csv and fleet.html."),
     device: str = typer.Option("cpu", help="torch device."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score once, then prune every device to its budget, fine-tune, evaluate, export and bench; resumable."""
     from .experiments.fleet import run_fleet
@@ -362,6 +401,7 @@ def finetune_cmd(
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from .config import load_config
@@ -413,6 +453,7 @@ def evaluate_cmd(
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar (for the control's fine-tuning)."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Per-task metrics on a split, and delta_T against a baseline and against the fine-tuned dense control."""
     from .experiments.pipeline import evaluate_file
@@ -475,6 +516,7 @@ def compare_cmd(
                                                      "(unstructured only)."),
     device: str = typer.Option("cpu"),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Compare pruning methods at equal sparsity and fine-tuning budget; resumable."""
     from .experiments.compare import CompareSpec, parse_floats, parse_ints, run_compare
@@ -506,10 +548,10 @@ def _distill_settings(weight: float, temperature: float, features: float) -> "Di
 
 
 def _specs(base: Path, tasks: list[str]) -> dict:
-    from .models import read_spec
+    from .models.io import zoo_spec
     from .tasks.dense import TaskSpec
 
-    model_tasks = read_spec(base)["model"]["tasks"]
+    model_tasks = zoo_spec(base)["model"]["tasks"]
     return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
 
 
@@ -551,6 +593,7 @@ def export_cmd(
     config: Optional[Path] = typer.Option(None, help="An own model's YAML: its train batches calibrate, its "
                                           "test batches check and evaluate."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Export for an edge runtime with outputs named by task; run in that runtime against eager PyTorch."""
     from .deploy.export import export
@@ -595,6 +638,7 @@ def bench_cmd(
                                                    "or an exported file's own."),
     runs: int = typer.Option(10, help="Timed warm runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Latency (median, min over warm runs), parameters, MACs and file size; ratios against --vs."""
     from .deploy.bench import check_runtime, measure, ratios
@@ -664,6 +708,14 @@ def demo_cmd(
     for line in headline(result):
         out.print(f"- {line}", highlight=False)
     out.print(f"total {result['seconds']['total']:.0f} s; open {(out_dir / 'report.html').resolve()}", highlight=False)
+
+
+def _refuse_for_own(given: dict[str, object]) -> None:
+    """Options an own model's --config run cannot apply are refused, never ignored."""
+    for option, value in given.items():
+        if value is not None:
+            raise TaskcutError(f"{option} does not apply with an own model's --config (its YAML names the model, the "
+                               "data and their batches); leave it out")
 
 
 def _own(config: Optional[Path]) -> bool:

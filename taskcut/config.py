@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -22,10 +23,16 @@ from .tasks.dense import TaskSpec
 MAX_PARAMETERS = 2_000_000_000
 #: Largest image side taskcut renders or trains at.
 MAX_IMAGE_SIDE = 4096
+#: Most threads a runtime is given (100000 crashed ONNX Runtime with a segfault).
+MAX_THREADS = 256
+#: Most timed runs of one latency measurement.
+MAX_RUNS = 10_000
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors, and so is `true` where a number is meant (YAML's bool is an int to Python)."""
+class Strict(BaseModel):
+    """The one strict base of every settings model (configs, own-model YAML, fleet files): unknown keys
+    are errors, `true` is no number (YAML's bool is an int to Python) and `"yes"` or `1` is no boolean
+    (pydantic's lax mode would take both)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,9 +40,14 @@ class _Strict(BaseModel):
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
-        if isinstance(value, bool) and annotation in (int, float):
+        allowed = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+        if isinstance(value, bool) and allowed & {int, float} and bool not in allowed:
             raise ValueError(f"expected a number, got {str(value).lower()}")
+        if bool in allowed and not isinstance(value, bool) and value is not None:
+            raise ValueError(f"expected true or false, got {value!r}")
         return value
+
+
 
 
 #: Most nodes a YAML file may expand to once its aliases are followed (an alias bomb expands to billions).
@@ -73,13 +85,13 @@ def safe_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Strict):
     kind: Literal["segmentation", "normal", "depth", "keypoint", "edge"]
     channels: int = Field(gt=0)
     loss_weight: float = Field(default=1.0, ge=0)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Architecture of a SceneNet-family model; stored in every model file, so it rebuilds without code arguments."""
 
     arch: Literal["scenenet"] = "scenenet"
@@ -115,7 +127,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Which data set; for `synth`, how to generate it when no `--data` path is given."""
 
     dataset: Literal["synth", "nyuv2", "cityscapes", "taskonomy"] = "synth"
@@ -137,7 +149,7 @@ class DataConfig(_Strict):
         return v
 
 
-class DistillConfig(_Strict):
+class DistillConfig(Strict):
     """Distillation from the dense model while fine-tuning (`taskcut.train.distill`): per task the
     loss is label loss + `weight` x distillation loss; `features` > 0 also matches trunk features."""
 
@@ -146,7 +158,7 @@ class DistillConfig(_Strict):
     features: float = Field(default=0.0, ge=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -163,7 +175,7 @@ class TrainConfig(_Strict):
         return self.model_dump(exclude={"distill"} if self.distill is None else set())
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     """Everything `taskcut train` needs."""
 
     name: str = "custom"
@@ -197,7 +209,7 @@ def _preset_dict(name: str) -> dict[str, Any]:
     if name not in names:
         raise TaskcutError(f"unknown preset {name!r}; presets: {', '.join(names)}")
     text = (resources.files("taskcut") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text)
+    return safe_yaml(text, f"preset {name}")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

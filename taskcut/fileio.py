@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import errno
 import os
 import shutil
 import tempfile
@@ -93,22 +94,44 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
-    """A lock beside a data folder: one writer at a time (a second fails at once, clearly), and
-    readers wait while a writer swaps the folder in, so they never see half a set."""
+def folder_lock(folder: Path, exclusive: bool, what: str = "writing") -> Iterator[None]:
+    """A lock beside a folder (`.NAME.lock`): one writer at a time (a second fails at once, clearly),
+    and readers wait while a writer swaps the folder in, so they never see half a set.
+
+    The lock file is removed by whoever holds it last alone (a writer always, a reader when no one
+    else holds it), also after an error or SIGTERM, so none is left beside the folder. A process
+    that locked a file which was removed meanwhile locks the new one instead.
+    """
     import fcntl
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
-    with open(lock, "a+") as handle:
+    while True:
+        handle = open(lock, "a+")
         try:
             fcntl.flock(handle, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
         except BlockingIOError:
-            raise TaskcutError(f"another taskcut run is writing {folder}; wait for it to finish") from None
+            handle.close()
+            raise TaskcutError(f"another taskcut run is {what} {folder}; wait for it to finish") from None
         try:
-            yield
+            same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()  # removed by its last holder while this process waited: lock the new one
+    try:
+        yield
+    finally:
+        try:
+            if not exclusive:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # alone now? then it is ours to remove
+            os.unlink(lock)
+        except (BlockingIOError, FileNotFoundError):
+            pass
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -121,6 +144,55 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def save_tensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+    """A safetensors file written atomically. A full disk is an `OSError(ENOSPC)` naming `path`, whichever
+    layer noticed it: safetensors reports it as a `SafetensorError` whose text carries the OS error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except SafetensorError as exc:
+        if is_disk_full(exc):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
+        raise
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error is a full disk: ENOSPC, or a library's error whose text says so (os error 28)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or f"os error {errno.ENOSPC})" in text
+
+
+def read_csv(path: Path, text: tuple[str, ...] = (), booleans: tuple[str, ...] = (),
+             missing: object = None) -> list[dict]:
+    """The rows `write_csv` wrote, with their types back: `text` columns as strings, `booleans` as
+    bools, integers as ints (a resumed table keeps 300069, not 300069.0), other numbers as floats,
+    and empty or "None" cells as `missing`."""
+    import csv
+    import io
+
+    def value(key: str, cell: str) -> object:
+        if key in text:
+            return cell
+        if key in booleans:
+            return cell == "True"
+        if cell in ("", "None"):
+            return missing
+        try:
+            return int(cell)
+        except ValueError:
+            return float(cell)
+
+    if not path.is_file():
+        return []
+    return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(path.read_text()))]
 
 
 def write_text(path: Path, text: str) -> None:

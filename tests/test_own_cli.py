@@ -56,10 +56,10 @@ def test_prune_finetune_evaluate_export_bench_from_yaml(tmp_path: Path) -> None:
     _ok("export", tuned, "--config", config, "--format", "onnx", "--out", tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").stat().st_size > 0
     output = _ok("bench", tuned, "--vs", small, "--runtime", "onnxruntime", "--size", "32", "32", "--runs", "2",
-                 "--json")
+                 "--json", "--trust-code")  # bench has no --config: the user says they trust their files
     stats = json.loads(output)
     assert stats["model"]["tasks"] == ["seg", "depth"] and stats["ratios"]["nonzero_parameters"] > 0
-    assert "own model from tests.own_models:fpn" in _ok("info", tuned)
+    assert "own model from tests.own_models:fpn" in _ok("info", tuned, "--trust-code")
 
 
 def _fails(args: list, match: str, written: Path) -> None:

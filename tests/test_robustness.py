@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -76,25 +78,47 @@ def test_leftovers_of_a_killed_run_are_cleaned(tmp_path: Path) -> None:
     assert target.read_bytes() == b"done" and not dead.exists() and mine.exists()
 
 
-def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, synth_dir: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import taskcut.models.io as io
+@contextlib.contextmanager
+def _full_disk(where: Path, size: str = "96k") -> Iterator[Path]:
+    """A real small file system (tmpfs; the tests run as root, as CI does): writes past `size` fail with
+    ENOSPC exactly as on a full disk, in whichever library is writing."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()})"
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
 
+
+@pytest.mark.parametrize("command", ["prune", "score", "fleet"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, synth_dir: Path, command: str) -> None:
     torch.manual_seed(0)
     base = save(build_model(tiny_model_config()).eval(), tmp_path / "base.safetensors")
-
-    def full(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device", filename)
-
-    monkeypatch.setattr(io, "save_file", full)
-    out = tmp_path / "small.safetensors"
-    result = runner.invoke(app, ["prune", str(base), "--tasks", "seg", "--sparsity", "0.5", "--data",
-                                 f"synth:{synth_dir}", "--batches", "1", "--batch-size", "4", "--out", str(out),
-                                 "--quiet"])
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1 and "the disk is full" in lines[0], result.output
-    assert not out.exists() and not _leftovers(tmp_path, "small.safetensors")
+    with _full_disk(tmp_path / "disk") as disk:
+        (disk / "ballast").write_bytes(b"x" * 60_000)  # what else the disk holds
+        out = disk / "out.safetensors"
+        data = f"synth:{synth_dir}"
+        if command == "prune":
+            args = ["prune", str(base), "--tasks", "seg", "--sparsity", "0.5", "--data", data, "--batches", "1",
+                    "--batch-size", "4", "--out", str(out), "--quiet"]
+        elif command == "score":
+            args = ["score", str(base), "--data", data, "--batches", "1", "--batch-size", "4", "--out", str(out),
+                    "--quiet"]
+        else:
+            fleet = tmp_path / "fleet.yaml"
+            fleet.write_text(json.dumps({"base": str(base), "data": data, "scoring": {"batches": 1, "batch_size": 4},
+                                         "devices": [{"name": "cam", "tasks": ["seg"], "budget": "params=0.5"}]}))
+            out = disk / "run"
+            args = ["fleet", str(fleet), "--out", str(out), "--quiet"]
+        result = runner.invoke(app, args)
+        lines = [line for line in result.output.strip().splitlines() if line.startswith("error")]
+        assert result.exit_code == 2 and len(lines) == 1 and "the disk is full" in lines[0], result.output
+        assert str(disk) in lines[0]  # names where it was writing
+        left = sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.is_file())
+        assert left in (["ballast"], ["ballast", "run/settings.json"]), left  # no half-written file, no lock
+        assert (disk / "ballast").stat().st_size == 60_000
 
 
 def test_a_missing_extra_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

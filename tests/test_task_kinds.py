@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from taskcut.trust import trusting
 from taskcut.tasks import (TASK_KINDS, BinaryMetrics, ClassificationMetrics, Task, TaskSpec, average_precision,
                            delta_t)
 
@@ -264,7 +265,8 @@ def test_custom_round_trip_through_references() -> None:
     data = json.loads(json.dumps(spec.to_dict()))
     assert data == {"kind": "custom", "channels": 2, "loss": "torch.nn.functional:l1_loss",
                     "metrics": {"mse": {"fn": "torch.nn.functional:mse_loss", "direction": "lower"}}}
-    back = TaskSpec.from_dict("c", data)
+    with trusting(True):  # functions named in saved data are imported only when trusted
+        back = TaskSpec.from_dict("c", data)
     assert back == spec and back.loss_fn is F.l1_loss and back.custom_metrics == (("mse", F.mse_loss, False),)
     x, y = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0])
     assert float(back.loss(x, y)) == pytest.approx(2.0)
@@ -278,7 +280,7 @@ def test_custom_without_references_cannot_be_saved_and_bad_references_are_named(
         Task.custom(F.l1_loss).named("c").to_dict()
     with pytest.raises(ValueError, match="'m'"):
         Task.custom("torch.nn.functional:l1_loss", {"m": (_batch_max, "lower")}).named("c").to_dict()
-    with pytest.raises(ValueError, match="'torch.nn.functional:no_such_loss' does not import"):
+    with pytest.raises(ValueError, match="'torch.nn.functional:no_such_loss' does not import"), trusting(True):
         TaskSpec.from_dict("c", {"kind": "custom", "channels": 0, "loss": "torch.nn.functional:no_such_loss"})
     with pytest.raises(ValueError, match="no \"loss\" reference"):
         TaskSpec.from_dict("c", {"kind": "custom", "channels": 0})

@@ -54,13 +54,32 @@ def check_runtime(runtime: str, int8: bool = False) -> None:
         raise TaskcutError(f"--int8 runs in an edge runtime, not eager torch; runtimes with int8: {offered}")
 
 
+#: Most input channels an export record may declare (images have 1 to 4; a few more for stacked inputs).
+MAX_CHANNELS = 64
+
+
+def check_timing(threads: int, size: tuple[int, int] | list[int] | None = None, runs: int = 1,
+                 warmup: int = 0) -> None:
+    """Numbers that size a thread pool or an input, bounded before use wherever they come from (an option,
+    a fleet file, an export record): 100000 threads crash the runtime, a 100000-pixel side asks for 120 GB."""
+    from ..config import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS
+
+    if isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise TaskcutError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
+    if isinstance(runs, bool) or not 1 <= runs <= MAX_RUNS or not 0 <= warmup <= MAX_RUNS:
+        raise TaskcutError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
+    if size is not None:
+        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_IMAGE_SIDE
+                                 for v in size):
+            raise TaskcutError(f"an input size is two integers from 1 to {MAX_IMAGE_SIDE}, got {list(size)}")
+
+
 def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tuple[int, int] | None = None,
             warmup: int = 3, runs: int = 10, int8: bool = False, data: str | None = None) -> dict[str, Any]:
     """Median and minimum latency over warm runs (batch 1) and file size of a taskcut model file run in
     `runtime` (exported on the fly; int8 calibrated on `data`, default the model's own), or of an exported
     file run in its own runtime; parameters and MACs where the file is a taskcut model."""
-    if threads < 1 or warmup < 0 or runs < 1:
-        raise TaskcutError("--threads and --runs must be at least 1")
+    check_timing(threads, size, runs, warmup)
     path = Path(path)
     if not path.is_file():
         raise TaskcutError(f"{path} does not exist")
@@ -111,8 +130,14 @@ def _measure_file(path: Path, form: Any, runtime: str | None, threads: int, size
     shape = record.get("input")
     if size is None and shape is None:
         raise TaskcutError(f"{path.name} has no {record_path(path).name} beside it: pass --size H W")
+    if shape is not None and (not isinstance(shape, list) or len(shape) != 3
+                              or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+                              or not 1 <= shape[0] <= MAX_CHANNELS):
+        raise TaskcutError(f"{record_path(path).name}: input {shape!r} is not [channels (1 to {MAX_CHANNELS}), "
+                           "height, width]")
     channels = shape[0] if shape else 3
     size = size or (shape[1], shape[2])
+    check_timing(threads, size, runs, warmup)
     runner = open_runner(path, form, threads, record.get("tasks"))
     image = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
     times = _time(lambda: runner(image), warmup, runs)
@@ -141,6 +166,7 @@ def latencies(model: nn.Module, image: torch.Tensor, runtime: str = "onnxruntime
     the file it ran from (None for eager torch). With `calibration` images the file is int8."""
     if runtime not in RUNTIMES:
         raise TaskcutError(f"unknown runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
+    check_timing(threads, tuple(image.shape[-2:]), runs, warmup)
     if runtime == "torch":
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)

@@ -11,8 +11,6 @@ resumed; a masked base (a compact file, an imported pruned checkpoint) keeps its
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -28,11 +26,11 @@ from ..config import DistillConfig, TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from ..errors import TaskcutError, check_choice
 from ..train.evaluate import evaluate
-from ..fileio import file_sha256, write_csv, write_text
+from ..fileio import file_sha256, folder_lock, read_csv, write_csv, write_text
 from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
 from ..models import load, save
-from ..models.io import read_spec
+from ..models.io import zoo_spec
 from ..progress import console
 from ..cut.select import check_tasks, select
 from ..tasks.dense import TaskSpec, delta_t
@@ -96,7 +94,7 @@ def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
                         (spec.finetune_batch_size, "fine-tuning batch size")):
         if value < 1:
             raise TaskcutError(f"{what} must be at least 1, got {value}")
-    model_spec = read_spec(spec.base)
+    model_spec = zoo_spec(spec.base)
     tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
     specs = {t: TaskSpec.from_dict(t, model_spec["model"]["tasks"][t]) for t in tasks}
     train = open_for_tasks(spec.data, "train", specs)
@@ -111,20 +109,21 @@ def cell_name(method: str, sparsity: float, seed: int) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for row in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (v if k == "method" else int(float(v)) if k == "seed" else float(v) if v != "" else float("nan"))
-                     for k, v in row.items()})
-    return rows
+    return read_csv(path, text=("method",), missing=float("nan"))
 
 
 def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or resume) every cell, then write the tables, plots and report."""
+    """Run (or resume) every cell, then write the tables, plots and report. One run at a time writes
+    a folder: a second fails at once, naming it."""
+    tasks, train_set = validate(spec)
+    with folder_lock(spec.out, exclusive=True, what="comparing into"):
+        return _run_compare(spec, tasks, train_set, device, show_progress)
+
+
+def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: str,
+                 show_progress: bool) -> list[dict[str, Any]]:
     from .report import write_report
 
-    tasks, train_set = validate(spec)
     out = spec.out
     (out / "models").mkdir(parents=True, exist_ok=True)
     settings = {"base": str(spec.base), "base_sha256": file_sha256(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,

@@ -21,37 +21,51 @@ row of `fleet.csv` and is not recomputed when the run is resumed; `fleet.html` s
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import html
 import io
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from ..config import DistillConfig, safe_yaml
+from ..config import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, DistillConfig, Strict, safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
 from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError
-from ..fileio import file_sha256, write_csv, write_text
-from ..models import read_spec
+from ..fileio import file_sha256, folder_lock, read_csv, write_csv, write_text
+from ..models.io import zoo_spec
 from ..progress import console
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class Device(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+class Device(Strict):
+    #: A folder name under --out: letters, digits, `_`, `-` and `.`, but not `.` or `..` alone.
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     tasks: list[str] = Field(min_length=1)
     budget: str
     structured: bool = False
     runtime: str = "onnxruntime"
     int8: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is no device name (it would write outside the device's folder)")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _once(cls, v: list[str]) -> list[str]:
+        twice = sorted({t for t in v if v.count(t) > 1})
+        if twice:
+            raise ValueError(f"task(s) {', '.join(twice)} named twice")
+        return v
 
     @field_validator("budget")
     @classmethod
@@ -60,12 +74,12 @@ class Device(_Strict):
         return v
 
 
-class Scoring(_Strict):
+class Scoring(Strict):
     batches: int = Field(default=50, ge=1)
     batch_size: int = Field(default=8, ge=1)
 
 
-class Finetune(_Strict):
+class Finetune(Strict):
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=5e-4, gt=0)
@@ -74,13 +88,14 @@ class Finetune(_Strict):
     distill: DistillConfig | None = None
 
 
-class Bench(_Strict):
-    threads: int = Field(default=2, ge=1)
-    size: tuple[int, int] = (224, 224)
-    runs: int = Field(default=10, ge=1)
+class Bench(Strict):
+    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
+    size: tuple[Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)], Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]] = \
+        (224, 224)
+    runs: int = Field(default=10, ge=1, le=MAX_RUNS)
 
 
-class Fleet(_Strict):
+class Fleet(Strict):
     base: Path | None = None          # a taskcut model file ...
     config: Path | None = None        # ... or an own model's YAML (factory, weights, tasks, data)
     data: str | None = None
@@ -124,7 +139,7 @@ def load_fleet(path: Path) -> Fleet:
 
         model_tasks = list(load_own_config(fleet.config).specs)
     else:
-        model_tasks = list(read_spec(fleet.base)["model"]["tasks"])
+        model_tasks = list(zoo_spec(fleet.base)["model"]["tasks"])
     for device in fleet.devices:
         unknown = [t for t in device.tasks if t not in model_tasks]
         if unknown:
@@ -145,21 +160,31 @@ def load_fleet(path: Path) -> Fleet:
 
 
 def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
-    """Score once, then prune, fine-tune, evaluate, export and bench every device; resumable per device."""
+    """Score once, then prune, fine-tune, evaluate, export and bench every device; resumable per device.
+    One run at a time writes `out`: a second fails at once, naming it."""
+    fleet = load_fleet(path)
+    out = Path(out)
+    with folder_lock(out, exclusive=True, what="running a fleet into"):
+        return _run_fleet(fleet, out, device, show_progress)
+
+
+def _run_fleet(fleet: Fleet, out: Path, device: str, show_progress: bool) -> list[dict[str, Any]]:
     from ..deploy.bench import measure
     from ..deploy.export import export
     from .pipeline import evaluate_file, finetune_file
     from .prune import prune
     from .scores import write_scores
 
-    fleet = load_fleet(path)
-    out = Path(out)
     (out / "devices").mkdir(parents=True, exist_ok=True)
     source = fleet.base if fleet.base is not None else fleet.config
     settings = {"base_sha256": file_sha256(source), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
                 "finetune": fleet.finetune.model_dump(exclude_none=True)}
     if fleet.config is not None:
-        return _run_own_fleet(fleet, out, settings, device, show_progress)
+        from ..trust import trusting
+        from .own import load_own_config
+
+        with trusting(load_own_config(fleet.config).references()):  # the user's YAML names its code: trusted
+            return _run_own_fleet(fleet, out, settings, device, show_progress)
     _claim(out, settings)
     scores, timing = out / "scores.safetensors", out / "scoring.json"
     if not scores.is_file() or not timing.is_file():
@@ -188,7 +213,7 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
         return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
                     summary.params_after, tuned, bench, dense, record)
 
-    rows = _each_device(fleet, out, one)
+    rows = _each_device(fleet, out, one, {**settings, "scores_sha256": file_sha256(scores)})
     write_text(out / "fleet.html", _html(fleet, rows, dense, float(json.loads(timing.read_text())["seconds"])))
     return rows
 
@@ -201,18 +226,36 @@ def _claim(out: Path, settings: dict[str, Any]) -> None:
     write_text(settings_path, json.dumps(settings, indent=2))
 
 
-def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run every device not yet in fleet.csv; each finished device is written before the next starts."""
-    rows = _read_rows(out / "fleet.csv")
-    done = {r["device"] for r in rows}
+def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str, Any]],
+                 settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run every device whose row in fleet.csv is missing or was made otherwise; each finished device is
+    written before the next starts. A row is reused only when its key (the device's settings, the
+    fleet's bench settings, the base's and the scores' hashes) is unchanged; else it is recomputed."""
+    old = {r["device"]: r for r in _read_rows(out / "fleet.csv")}
+    rows: list[dict[str, Any]] = []
     for i, dev in enumerate(fleet.devices, 1):
-        if dev.name in done:
+        key = _device_key(dev, fleet, settings)
+        previous = old.get(dev.name)
+        if previous is not None and previous.get("key") == key:
+            rows.append(previous)
             continue
+        if previous is not None:
+            console.print(f"fleet: {dev.name} changed since its row was written (its settings, the bench, the base "
+                          "or the scores); recomputing it", highlight=False)
         console.print(f"fleet {i}/{len(fleet.devices)}: {dev.name}, {', '.join(dev.tasks)} within {dev.budget}",
                       highlight=False)
-        rows.append(run(dev, out / "devices" / dev.name))
-        write_csv(out / "fleet.csv", rows)
+        rows.append({**run(dev, out / "devices" / dev.name), "key": key})
+        later = [old[d.name] for d in fleet.devices[i:] if d.name in old]  # still to check: kept on a stop
+        write_csv(out / "fleet.csv", rows + later)
+    write_csv(out / "fleet.csv", rows)
     return rows
+
+
+def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:
+    """What made a device's row: a change in any of it makes the row stale."""
+    what = {"device": dev.model_dump(mode="json"), "bench": fleet.bench.model_dump(mode="json"),
+            "settings": settings}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: str,
@@ -263,7 +306,7 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
         return _row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
                     tuned, bench, dense, record)
 
-    rows = _each_device(fleet, out, one)
+    rows = _each_device(fleet, out, one, settings)
     write_text(out / "fleet.html", _html(fleet, rows, dense, scored.get("seconds")))
     return rows
 
@@ -303,14 +346,7 @@ def _row(dev: Device, budget: dict[str, Any], vs_dense: float | None, vs_control
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for row in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (v if k in ("device", "tasks", "budget", "runtime") else
-                         v == "True" if k in ("structured", "int8") else float(v) if v not in ("", "None") else None)
-                     for k, v in row.items()})
-    return rows
+    return read_csv(path, text=("device", "tasks", "budget", "runtime", "key"), booleans=("structured", "int8"))
 
 
 def _plot(rows: list[dict[str, Any]]) -> str:

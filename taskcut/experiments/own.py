@@ -27,28 +27,26 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..config import DistillConfig
+from ..config import DistillConfig, Strict, safe_yaml
 from ..errors import TaskcutError
 from ..models.own import build_from_factory, import_callable
 from ..tasks import Task, TaskSpec
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class OwnModel(_Strict):
+class OwnModel(Strict):
     factory: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: Path | None = None
 
 
-class OwnTask(_Strict):
+class OwnTask(Strict):
     kind: Literal["segmentation", "normal", "depth", "keypoint", "edge", "classification", "regression", "binary",
                   "custom"] | None = None
     classes: int | None = Field(default=None, ge=2)
@@ -61,13 +59,13 @@ class OwnTask(_Strict):
     loss_weight: float = Field(default=1.0, ge=0)
 
 
-class OwnData(_Strict):
+class OwnData(Strict):
     factory: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     transform: str | None = None
 
 
-class OwnConfig(_Strict):
+class OwnConfig(Strict):
     """An own model, its tasks and its data, from YAML (`load_own_config`)."""
 
     model: OwnModel
@@ -82,6 +80,13 @@ class OwnConfig(_Strict):
 
     def weights(self) -> dict[str, float]:
         return {name: t.loss_weight for name, t in self.tasks.items()}
+
+    def references(self) -> list[str]:
+        """The code this YAML names (factories, transform, task functions): what passing it trusts."""
+        refs = [self.model.factory, self.data.factory] + ([self.data.transform] if self.data.transform else [])
+        for task in self.tasks.values():
+            refs += ([task.loss] if task.loss else []) + [fn for fn, _ in task.metrics.values()]
+        return refs
 
     def build(self) -> nn.Module:
         """The base model: the factory's module with the configured weights loaded."""
@@ -171,7 +176,7 @@ def is_own_config(path: Path | None) -> bool:
     if path is None or not Path(path).is_file():
         return False
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = safe_yaml(Path(path).read_text(), str(path))
     except (yaml.YAMLError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and isinstance(data.get("model"), dict) and "factory" in data["model"]
@@ -180,7 +185,7 @@ def is_own_config(path: Path | None) -> bool:
 def load_own_config(path: Path) -> OwnConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text(), f"config file {path}")
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         raise TaskcutError(f"config file {path} cannot be read as YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
@@ -203,7 +208,7 @@ def first_input(cfg: OwnConfig, split: str = "test") -> Any:
 def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float | None, out: Path, rule: str = "vote",
               structured: bool = False, max_batches: int | None = None, force: bool = False,
               device: str = "cpu", budget: str | None = None, scores: Any = None,
-              base: nn.Module | None = None) -> dict[str, Any]:
+              base: nn.Module | None = None, runtime: str = "onnxruntime", threads: int = 2) -> dict[str, Any]:
     """`taskcut prune --config own.yaml`: the base from the factory and weights, scored on the train split
     (or given `scores` of every task, as the fleet does), at a sparsity or within a budget."""
     from .. import __version__
@@ -216,7 +221,7 @@ def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float | None, out: Pat
     base = base if base is not None else cfg.build().to(device)
     small = prune_model(base, cfg.specs, cfg.split("train"), keep=tasks, sparsity=sparsity, structured=structured,
                         rule=rule, transform=cfg.transform(), device=device, max_batches=max_batches, budget=budget,
-                        scores=scores)
+                        scores=scores, runtime=runtime, threads=threads)
     kept = {t: cfg.specs[t] for t in small.taskcut_tasks}
     report = getattr(small, "taskcut_budget", None)
     provenance = {"taskcut": __version__, "method": "cut-structured" if structured else "cut", "tasks": list(kept),
@@ -236,7 +241,7 @@ def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, Ta
     from ..models import load
     import torch
 
-    model = load(model_file)
+    model = load(model_file, trust=cfg.references())  # the YAML the user passed names this code
     with torch.no_grad():
         names = list(task_outputs(model(first_input(cfg))))
     unknown = [t for t in names if t not in cfg.specs]
@@ -284,7 +289,7 @@ def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline
     model, tasks = _own_file(model_file, cfg)
     base = None
     if baseline is not None:
-        base = cfg.build() if str(baseline) == "base" else load(baseline)
+        base = cfg.build() if str(baseline) == "base" else load(baseline, trust=cfg.references())
     report = evaluate_model(model.to(device), tasks, cfg.split(split), baseline=base.to(device) if base else None,
                             transform=cfg.transform(), device=device)
     return {"model": str(model_file), "split": split, **report}

@@ -18,7 +18,7 @@ from ..errors import TaskcutError
 from ..fileio import check_writable, file_sha256
 from ..cut.fuse import check_sparsity, fuse, parse_rule
 from ..models import load, save
-from ..models.io import read_spec
+from ..models.io import zoo_spec
 from ..cut.score import prunable_parameters, reduce_scores, score
 from ..cut.select import check_tasks, select
 
@@ -44,8 +44,12 @@ class PruneSummary:
         return dict(self.__dict__)
 
 
+#: Scoring batches and images per batch when neither an option nor a scores file says.
+DEFAULT_BATCHES, DEFAULT_BATCH_SIZE = 50, 8
+
+
 def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, data: str, rule: str = "vote",
-          batches: int = 50, batch_size: int = 8, force: bool = False, device: str = "cpu",
+          batches: int | None = None, batch_size: int | None = None, force: bool = False, device: str = "cpu",
           show_progress: bool = True, structured: bool = False, scores_file: Path | None = None,
           budget: str | None = None, runtime: str = "onnxruntime", threads: int = 2,
           size: tuple[int, int] | None = None) -> PruneSummary | None:
@@ -60,6 +64,17 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
     Every input is checked before any work, so a bad one writes nothing.
     """
     base, out = Path(base), Path(out)
+    if scores_file is not None:  # the scoring settings are the file's; one given otherwise is refused
+        from .scores import scoring_settings
+
+        recorded = scoring_settings(scores_file)
+        for name, given in (("batches", batches), ("batch_size", batch_size)):
+            if given is not None and given != recorded.get(name):
+                raise TaskcutError(f"--{name.replace('_', '-')} {given}: {scores_file} was scored with "
+                                   f"{recorded.get(name)}; leave it out with --scores (the file's settings are used)")
+        batches, batch_size = recorded.get("batches"), recorded.get("batch_size")
+    batches = DEFAULT_BATCHES if batches is None else batches
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     check_writable(out, force)
     if out.resolve() == base.resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
@@ -73,7 +88,7 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
         if parse_budget(str(budget)).kind in STRUCTURED_ONLY and not structured:
             raise TaskcutError(f"a {parse_budget(str(budget)).kind} budget needs --structured: unstructured zeros "
                                "change neither MACs nor latency")
-    spec = read_spec(base)
+    spec = zoo_spec(base)
     chosen = check_tasks(list(spec["model"]["tasks"]), tasks)
     parse_rule(rule, len(chosen))
     if structured and rule == "score-sum":

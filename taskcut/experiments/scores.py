@@ -15,12 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..cut.score import Scores
 from ..data.dataset import open_for_tasks, with_class_weights
 from ..errors import TaskcutError
-from ..fileio import atomic_path, check_writable, file_sha256
+from ..fileio import check_writable, file_sha256, save_tensors
 from ..models import load
 
 FORMAT = "taskcut.scores"
@@ -46,12 +45,27 @@ def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size
     if scores is None:
         return None
     meta = {"format": FORMAT, "base_sha256": file_sha256(base), "tasks": list(specs),
-            "settings": {"data": data, "batches": batches, "batch_size": batch_size}}
+            "settings": {"data": data, "batches": batches, "batch_size": batch_size},
+            "tensor_names": {task: sorted(per) for task, per in scores.items()}}
     tensors = {f"{task}|{name}": value.to(torch.float64).contiguous().cpu()
                for task, per in scores.items() for name, value in per.items()}
-    with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    save_tensors(tensors, out, {META_KEY: json.dumps(meta)})
     return {**meta, "tensors": len(tensors), "bytes": out.stat().st_size}
+
+
+def scoring_settings(path: Path) -> dict[str, Any]:
+    """The scoring settings (data, batches, batch size) a scores file records, for `prune --scores`."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskcutError(f"scores file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "null") or "null")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path} is not a readable scores file ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("settings"), dict):
+        raise TaskcutError(f"{path} is not a taskcut scores file (write one with `taskcut score`)")
+    return dict(meta["settings"])
 
 
 def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[str, Any],
@@ -75,6 +89,14 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
             missing = [t for t in tasks if t not in meta.get("tasks", [])]
             if missing:
                 raise TaskcutError(f"{path} has no scores for task(s) {', '.join(missing)}")
+            listed = meta.get("tensor_names")
+            if not isinstance(listed, dict) or any(not isinstance(listed.get(t), list) for t in meta["tasks"]):
+                raise TaskcutError(f"{path} does not list its tensors (written by an older taskcut): score again")
+            held = set(keys)
+            absent = [f"{t}|{n}" for t in meta["tasks"] for n in listed[t] if f"{t}|{n}" not in held]
+            if absent:
+                raise TaskcutError(f"{path} lacks {len(absent)} of the score tensors it lists (first: {absent[0]}); "
+                                   "the file is damaged: score again")
             out: Scores = {t: {} for t in tasks}
             for key in keys:
                 task, _, name = key.partition("|")

@@ -1,12 +1,14 @@
 """A taskcut model file: one `.safetensors` holding the weights, with a JSON spec in its metadata.
 
 Loading rebuilds the architecture from the spec and then loads the tensors; nothing is
-unpickled, so a model file cannot run code, and no training arguments are needed.
+unpickled, and a factory or function the file names is imported only when the user trusts
+it (`taskcut.trust`), so opening a model file runs no code it names.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,11 +17,11 @@ import torch
 from torch import nn
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..errors import TaskcutError
-from ..fileio import atomic_path
+from ..fileio import save_tensors
+from ..trust import Trust, require_trusted, spec_references, trusting
 from .multitask import MultiTaskModel, build_model
 
 FORMAT = "taskcut.model"
@@ -106,8 +108,7 @@ def _write(model: nn.Module, path: Path, spec: dict[str, Any], masks: Mapping[st
             tensors[f"{key}{MASK}"] = torch.from_numpy(np.packbits(keep.numpy().reshape(-1)))
         else:
             tensors[key] = value.contiguous()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(spec)})
+    save_tensors(tensors, path, {META_KEY: json.dumps(spec)})
 
 
 def _changed_shapes(model: MultiTaskModel) -> dict[str, list[int]]:
@@ -141,14 +142,34 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     return spec
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+def zoo_spec(path: str | Path) -> dict[str, Any]:
+    """The spec of a zoo model file (a SceneNet config); an own model's file is refused, after the
+    trust check (so a file naming code is refused as such), with the option that takes it."""
+    spec = read_spec(path)
+    require_trusted(spec_references(spec), str(path))
+    if not isinstance(spec.get("model"), dict) or "factory" in spec["model"] or "tasks" not in spec["model"]:
+        raise TaskcutError(f"{path} is an own model's file, not a zoo model: give it with the --config YAML "
+                           "that names its factory and data")
+    return spec
+
+
+def load(path: str | Path, device: torch.device | str = "cpu", *, trust: Trust = None) -> nn.Module:
     """Rebuild the model saved at `path` (no pickle, no original model needed).
 
-    A zoo model is built from its config; an own model by importing and calling the factory
-    its file names, which runs that package's code.
+    A zoo model is built from its config. An own model is built by importing and calling the
+    factory its file names, which runs that package's code: so it is done only when the
+    factory (and any custom task's functions) is trusted, by `trust` (True, or the
+    references) or by the caller's `taskcut.trust.trusting` block; otherwise the error names
+    the reference and nothing is imported.
     """
     path = Path(path)
     spec = read_spec(path)
+    with trusting(trust):
+        require_trusted(spec_references(spec), str(path))
+        return _load(path, spec, device)
+
+
+def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Module:
     model_spec = spec.get("model")
     if isinstance(model_spec, dict) and "factory" in model_spec:
         model = _rebuild_own(path, spec)
@@ -217,9 +238,11 @@ def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:
     from ..tasks import TaskSpec
     from .own import TASKS_ATTR, build_from_factory, restore_structure
 
+    structure = spec.get("structure") or {}
+    _check_recorded_shapes(path, structure, spec.get("masked") or {})
     model = build_from_factory(str(spec["model"]["factory"]), spec["model"].get("kwargs") or {})
     model = apply_selection(model, spec.get("selection") or {"mechanism": "none"})
-    restore_structure(model, spec.get("structure") or {})
+    restore_structure(model, structure)
     tasks = {}
     for name, data in (spec.get("tasks") or {}).items():
         if data.get("saved", True):
@@ -229,6 +252,30 @@ def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:
                 raise TaskcutError(f"{path}: task {name!r} cannot be rebuilt ({exc})") from exc
     setattr(model, TASKS_ATTR, tasks)
     return model
+
+
+def _check_recorded_shapes(path: Path, structure: Any, masked: Any) -> None:
+    """An own model's recorded shapes are allocated when it is rebuilt: each must be a tensor the file
+    holds with that shape (or a packed mask of its size), read from the header before anything else."""
+    shapes = structure.get("shapes", {}) if isinstance(structure, dict) else None
+    if not isinstance(shapes, dict) or not isinstance(masked, dict):
+        raise TaskcutError(f"{path}: the spec's structure is malformed")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+    for name, shape in shapes.items():
+        if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                  for v in shape):
+            raise TaskcutError(f"{path}: the recorded shape of {name} is not a list of sizes")
+        numel = math.prod(shape)
+        if name in masked:
+            fits = list(masked[name]) == shape and header.get(f"{name}{MASK}") == ((numel + 7) // 8,)
+        else:
+            fits = header.get(name) == tuple(shape)
+        if not fits:
+            raise TaskcutError(f"{path}: the spec records {name} as {tuple(shape)}, which the file does not hold")
 
 
 def _unpack_masked(path: Path, tensors: dict[str, torch.Tensor],

@@ -33,6 +33,9 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..errors import TaskcutError
+from ..trust import require_trusted, task_references
+
 TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge",
                    "classification", "regression", "binary", "custom"]
 #: Kinds that predict a map per image, resized to the target's size.
@@ -315,6 +318,7 @@ class TaskSpec:
         """
         if not self.dense:
             return self._image_loss(pred, target)
+        self.check_target(pred, target)
         pred = resize_to(pred, target.shape[-2:])
         if self.kind == "segmentation":
             weight = None if self.class_weights is None else \
@@ -331,6 +335,21 @@ class TaskSpec:
         if self.kind == "depth":
             return (pred - target).abs()[valid].mean()
         return ((pred - target) ** 2)[valid].mean()
+
+    def check_target(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """A dense target must fit the output it is compared with (maps may differ in size only: the
+        prediction is resized): a 2-channel depth map for a 1-channel output would broadcast silently."""
+        if not self.dense:
+            return
+        if self.kind == "segmentation":
+            fits = target.dim() == pred.dim() - 1 and target.shape[0] == pred.shape[0]
+            wanted = f"({pred.shape[0]}, H, W) class indices"
+        else:
+            fits = target.dim() == pred.dim() and tuple(target.shape[:2]) == tuple(pred.shape[:2])
+            wanted = f"({pred.shape[0]}, {pred.shape[1]}, H, W)"
+        if not fits:
+            raise TaskcutError(f"task {self.label}: the target has shape {tuple(target.shape)} for an output of shape "
+                               f"{tuple(pred.shape)}; a {self.kind} target is {wanted}")
 
     def _image_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from . import image
@@ -407,9 +426,11 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, object]) -> "TaskSpec":
-        """The spec `to_dict` wrote; custom functions are imported from their references."""
+        """The spec `to_dict` wrote (read from a file); custom functions are imported from their
+        references only when trusted (`taskcut.trust`): a file is data."""
         kind, channels = str(data["kind"]), int(data["channels"])  # type: ignore[call-overload]
         if kind == "custom":
+            require_trusted(task_references(name, data), f"the saved task {name!r}")
             if not isinstance(data.get("loss"), str):
                 raise ValueError(f"custom task {name!r}: saved spec has no \"loss\" reference (\"module:function\")")
             metrics_data = data.get("metrics", {})

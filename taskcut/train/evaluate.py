@@ -27,6 +27,7 @@ def collect(predict: Predictor, dataset: DataSet, tasks: Mapping[str, TaskSpec],
             batch = to_device(batch, device)
             preds = predict(batch)
             for name, acc in accumulators.items():
+                tasks[name].check_target(preds[name], batch[name])
                 acc.update(preds[name], batch[name])
     return accumulators
 
