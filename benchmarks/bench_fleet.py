@@ -35,7 +35,7 @@ def main() -> None:
     from taskcut.experiments.scores import write_scores
     from taskcut.models import load
 
-    base, data, _ = base_model(show_progress=False)
+    base, data = base_model(show_progress=False)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         start = time.perf_counter()

@@ -123,7 +123,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _check_size(size: tuple[int, int]) -> None:
-    from .config import MAX_IMAGE_SIDE
+    from .settings import MAX_IMAGE_SIDE
 
     if size[0] <= 0 or size[1] <= 0:
         raise TaskcutError(f"--size must be two positive integers, got {size[0]} {size[1]}")

@@ -9,122 +9,19 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from .errors import TaskcutError
-from .tasks.dense import TaskSpec
+from .models.multitask import ModelConfig, TaskConfig
+from .settings import (MAX_IMAGE_SIDE, MAX_PARAMETERS, MAX_RUNS, MAX_THREADS, MAX_YAML_NODES, Strict,
+                       safe_yaml)
 
-
-#: Most parameters a SceneNet config may ask for (the full ResNet-34 with 1024-wide heads has 137 M).
-MAX_PARAMETERS = 2_000_000_000
-#: Largest image side taskcut renders or trains at.
-MAX_IMAGE_SIDE = 4096
-#: Most threads a runtime is given (100000 crashed ONNX Runtime with a segfault).
-MAX_THREADS = 256
-#: Most timed runs of one latency measurement.
-MAX_RUNS = 10_000
-
-
-class Strict(BaseModel):
-    """The one strict base of every settings model (configs, own-model YAML, fleet files): unknown keys
-    are errors, `true` is no number (YAML's bool is an int to Python) and `"yes"` or `1` is no boolean
-    (pydantic's lax mode would take both)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
-        allowed = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
-        if isinstance(value, bool) and allowed & {int, float} and bool not in allowed:
-            raise ValueError(f"expected a number, got {str(value).lower()}")
-        if bool in allowed and not isinstance(value, bool) and value is not None:
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-
-
-
-
-#: Most nodes a YAML file may expand to once its aliases are followed (an alias bomb expands to billions).
-MAX_YAML_NODES = 100_000
-
-
-def safe_yaml(text: str, source: str) -> Any:
-    """`yaml.safe_load` with aliases bounded: the document's size with every alias expanded is counted
-    on the composed graph (each node once) before anything is built, so a small file cannot expand
-    into gigabytes here or in any later traversal or error message."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        sizes: dict[int, int] = {}
-
-        def size(n: yaml.Node) -> int:
-            if id(n) in sizes:
-                return sizes[id(n)]
-            sizes[id(n)] = 1  # a cycle counts once
-            if isinstance(n, yaml.SequenceNode):
-                total = 1 + sum(size(c) for c in n.value)
-            elif isinstance(n, yaml.MappingNode):
-                total = 1 + sum(size(k) + size(v) for k, v in n.value)
-            else:
-                total = 1
-            sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
-            return sizes[id(n)]
-
-        if size(node) > MAX_YAML_NODES:
-            raise TaskcutError(f"{source} expands to more than {MAX_YAML_NODES:,} YAML nodes (aliases); refused")
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-class TaskConfig(Strict):
-    kind: Literal["segmentation", "normal", "depth", "keypoint", "edge"]
-    channels: int = Field(gt=0)
-    loss_weight: float = Field(default=1.0, ge=0)
-
-
-class ModelConfig(Strict):
-    """Architecture of a SceneNet-family model; stored in every model file, so it rebuilds without code arguments."""
-
-    arch: Literal["scenenet"] = "scenenet"
-    depth: Literal[18, 34, 50] = 34
-    width: float = Field(default=1.0, gt=0)
-    head_hidden: int = Field(default=1024, gt=0)
-    head_dilations: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
-    dropout: float = Field(default=0.5, ge=0, lt=1)
-    tasks: dict[str, TaskConfig]
-
-    @field_validator("tasks")
-    @classmethod
-    def _some_tasks(cls, v: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
-        if not v:
-            raise ValueError("a model needs at least one task")
-        return v
-
-    def task_specs(self) -> dict[str, TaskSpec]:
-        return {name: TaskSpec(name, t.kind, t.channels) for name, t in self.tasks.items()}
-
-    @model_validator(mode="after")
-    def _bounded(self) -> "ModelConfig":
-        """Counted on the meta device before anything is allocated: a typo must not eat the memory."""
-        import torch
-
-        from .models.multitask import build_model
-
-        with torch.device("meta"):
-            parameters = sum(p.numel() for p in build_model(self).parameters())
-        if parameters > MAX_PARAMETERS:
-            raise ValueError(f"this architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
-                             "taskcut builds")
-        return self
+__all__ = ["MAX_IMAGE_SIDE", "MAX_PARAMETERS", "MAX_RUNS", "MAX_THREADS", "MAX_YAML_NODES", "DataConfig",
+           "DistillConfig", "ModelConfig", "RunConfig", "Strict", "TaskConfig", "load_config", "preset_names",
+           "safe_yaml"]
 
 
 class DataConfig(Strict):

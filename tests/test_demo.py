@@ -36,7 +36,7 @@ def tiny_demo(tmp_path: Path, synth_dir: Path, isolated_cache: Path, monkeypatch
             branch.conv3.bias.fill_(1.25)
     base = save(model, tmp_path / "base.safetensors")
     monkeypatch.setattr(demo_module, "base_model", lambda show_progress=True, device="cpu":
-                        (base, f"synth:{synth_dir}", False))
+                        (base, f"synth:{synth_dir}"))
     monkeypatch.setattr(demo_module, "FINETUNE", {"steps": 2, "batch_size": 4, "lr": 5e-4, "val_every": 1,
                                                   "distill": {"weight": 1.0}})
     monkeypatch.setattr(demo_module, "SCORING", {"batches": 2, "batch_size": 4})

@@ -62,7 +62,7 @@ def check_timing(threads: int, size: tuple[int, int] | list[int] | None = None, 
                  warmup: int = 0) -> None:
     """Numbers that size a thread pool or an input, bounded before use wherever they come from (an option,
     a fleet file, an export record): 100000 threads crash the runtime, a 100000-pixel side asks for 120 GB."""
-    from ..config import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS
+    from ..settings import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS
 
     if isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
         raise TaskcutError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")

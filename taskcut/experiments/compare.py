@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..compact.masking import apply_masks, masks_of, unmask
+from .naming import CONTROL, FINETUNES, cell_name, label
 from ..config import DistillConfig, TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from ..errors import TaskcutError, check_choice
@@ -61,14 +62,6 @@ class CompareSpec:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-FINETUNES = ("plain", "distill")
-
-
-def label(method: str, finetune: str) -> str:
-    """How a (method, recipe) pair is named in rows, tables and plots."""
-    return method if finetune == "plain" else f"{method}+{finetune}"
-
-
 def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
     """Check every input before anything is written; the tasks in the model's order and the train split."""
     check_methods(spec.methods)
@@ -102,10 +95,6 @@ def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
         raise TaskcutError(f"asked for {spec.batches} scoring batches of {spec.batch_size}, "
                            f"but the train split holds {len(train)}")
     return tasks, train
-
-
-def cell_name(method: str, sparsity: float, seed: int) -> str:
-    return f"{method}-s{sparsity:g}-seed{seed}"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -179,11 +168,6 @@ def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: st
         write_csv(out / "results.csv", rows)
     write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
     return rows
-
-
-CONTROL = "dense+ft"
-#: The control rows' labels: plain fine-tuning, and with distillation.
-CONTROLS = frozenset(label(CONTROL, recipe) for recipe in FINETUNES)
 
 
 def finetune_config(spec: CompareSpec, seed: int, recipe: str = "plain") -> TrainConfig:

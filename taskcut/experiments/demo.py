@@ -1,6 +1,6 @@
 """`taskcut demo`: the product in one run, on the embedded synth scenes.
 
-A five-task base model (synth-tiny, trained once and cached) is pruned for a small fleet
+A pre-trained five-task base model (synth-tiny, shipped in the package) is pruned for a small fleet
 of three devices, each with its own tasks and budget: every task is scored once, each
 device is pruned to its budget, fine-tuned (learning from the dense model), evaluated
 against the dense model and against the dense control (the dense model given exactly the
@@ -29,7 +29,7 @@ from ..cache import cache_dir
 from ..config import load_config
 from ..errors import TaskcutError
 from ..fileio import file_sha256, write_text
-from .pipeline import resolve_data, train_base
+from .pipeline import resolve_data
 
 MARKER = ".taskcut-demo"
 #: Fine-tuning of every device and of its control: plain. Distillation from the dense model
@@ -58,16 +58,15 @@ def devices(runtime: str) -> list[dict[str, Any]]:
     ]
 
 
-def base_model(show_progress: bool = True, device: str = "cpu") -> tuple[Path, str, bool]:
-    """The cached synth-tiny base model (trained on first use), its data spec, and whether it was trained now."""
-    config = load_config("synth-tiny")
-    data = resolve_data(config, None, show_progress)
-    key = hashlib.sha256(json.dumps(config.key(), sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / "models" / f"synth-tiny-{key}.safetensors"
-    if path.is_file():
-        return path, data, False
-    train_base(config, path, data=data, force=True, device=device, show_progress=show_progress)
-    return path, data, True
+def base_model(show_progress: bool = True, device: str = "cpu") -> tuple[Path, str]:
+    """The shipped, pre-trained synth-tiny base model (`taskcut.models.pretrained`), the synth data it was
+    trained on (generated once and cached): nothing is trained here. `taskcut train --preset synth-tiny`
+    makes the same model again; its provenance says how."""
+    from ..models.pretrained import pretrained_path
+
+    path = pretrained_path("synth-tiny")
+    data = resolve_data(load_config("synth-tiny"), None, show_progress)
+    return path, data
 
 
 def fastest_runtime() -> str:
@@ -100,7 +99,7 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
     out = Path(out)
     _prepare(out)
     t0 = time.perf_counter()
-    base, data, trained = base_model(show_progress, device)
+    base, data = base_model(show_progress, device)
     t_base = time.perf_counter() - t0
     fleet = {"base": str(base), "data": data, "scoring": SCORING, "finetune": FINETUNE, "bench": BENCH,
              "devices": devices(fastest_runtime())}
@@ -122,7 +121,7 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
 
     _publish(work, out, fleet)
     result = {
-        "base": str(base), "base_trained_now": trained, "data": data, "work": str(work), "fleet": fleet,
+        "base": str(base), "data": data, "work": str(work), "fleet": fleet,
         "devices": [_device_result(row, work / "fleet" / "devices" / row["device"]) for row in rows],
         "comparison": comparison, "compare": COMPARE,
         "seconds": {"base": t_base, "fleet": t_fleet, "compare": t_compare},

@@ -86,7 +86,7 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 def headline(result: dict[str, Any]) -> list[str]:
     """What the run shows, in sentences that only claim what the figures and the control support."""
-    from .compare import CONTROL
+    from .naming import CONTROL
 
     lines = []
     for d in result["devices"]:
@@ -216,7 +216,7 @@ def _panels(task: str, kind: str, panels: list[tuple[str, np.ndarray]]) -> bytes
 
 def comparison_plot(result: dict[str, Any]) -> bytes:
     """delta_T against the dense model per method (per task beside it), the control as a line."""
-    from .compare import CONTROL
+    from .naming import CONTROL
 
     plt = _plt()
     rows = [r for r in result["comparison"] if r["method"] != CONTROL]
@@ -282,8 +282,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _times(result: dict[str, Any]) -> str:
     s = result["seconds"]
-    return (f"base model {s['base']:.0f} s ({'trained now' if result['base_trained_now'] else 'cached'}), fleet "
-            f"{s['fleet']:.0f} s, comparison {s['compare']:.0f} s")
+    return (f"data {s['base']:.0f} s (the base model is shipped pre-trained), fleet {s['fleet']:.0f} s, "
+            f"comparison {s['compare']:.0f} s")
 
 
 def page(result: dict[str, Any], pictures: dict[str, bytes], plot: bytes) -> str:

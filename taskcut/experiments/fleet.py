@@ -32,7 +32,8 @@ from typing import Annotated, Any, Callable
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from ..config import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, DistillConfig, Strict, safe_yaml
+from ..config import DistillConfig
+from ..settings import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, Strict, safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
 from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError

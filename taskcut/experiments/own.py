@@ -32,7 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..config import DistillConfig, Strict, safe_yaml
+from ..config import DistillConfig
+from ..settings import Strict, safe_yaml
 from ..errors import TaskcutError
 from ..models.own import build_from_factory, import_callable
 from ..tasks import Task, TaskSpec

@@ -13,13 +13,12 @@ import torch
 from .. import __version__
 from ..compact.masking import apply_masks, masks_of, unmask
 from ..data.dataset import open_for_tasks, with_class_weights
-from ..train.distributed import world
 from ..errors import TaskcutError
 from ..fileio import check_writable, file_sha256
 from ..cut.fuse import check_sparsity, fuse, parse_rule
 from ..models import load, save
 from ..models.io import zoo_spec
-from ..cut.score import prunable_parameters, reduce_scores, score
+from ..cut.score import prunable_parameters
 from ..cut.select import check_tasks, select
 
 
@@ -113,6 +112,8 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
         scores = read_scores(scores_file, base, chosen, {"data": data, "batches": batches, "batch_size": batch_size},
                              prunable_parameters(small))
     else:
+        from .scores import score_split
+
         scores = score_split(small, specs, dataset, batches, batch_size, device, show_progress)
         if scores is None:  # every rank holds the same summed scores; rank 0 writes
             return None
@@ -142,20 +143,6 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
         seconds_scoring=seconds,
     )
 
-
-
-def score_split(model: torch.nn.Module, specs, dataset, batches: int, batch_size: int, device: str,
-                show_progress: bool):
-    """CUT scores over the first `batches` batches of the train split, summed in float64 over every
-    torchrun process (each scores its share of whole batches); None on ranks other than 0."""
-    place = world()
-    if batches < place.size:
-        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
-    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
-    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
-    scores = reduce_scores(score(model, specs, local, device=device, show_progress=show_progress and place.main,
-                                 total=len(mine), float64=True))
-    return scores if place.main else None
 
 
 def _dense_bytes(model: torch.nn.Module, chosen: list[str]) -> int:

@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..cut.score import Scores
+from ..cut.score import Scores, reduce_scores, score
 from ..data.dataset import open_for_tasks, with_class_weights
 from ..errors import TaskcutError
 from ..fileio import check_writable, file_sha256, save_tensors
 from ..models import load
+from ..train.distributed import world
 
 FORMAT = "taskcut.scores"
 META_KEY = "taskcut_scores"
@@ -29,8 +30,6 @@ META_KEY = "taskcut_scores"
 def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size: int = 8, force: bool = False,
                  device: str = "cpu", show_progress: bool = True) -> dict[str, Any] | None:
     """Score every task of `base` on the first `batches` train batches; write them to `out`."""
-    from .prune import score_split
-
     base, out = Path(base), Path(out)
     check_writable(out, force)
     if batches < 1 or batch_size < 1:
@@ -109,3 +108,17 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
     except (SafetensorError, OSError, ValueError) as exc:
         raise TaskcutError(f"{path} is not a readable scores file ({str(exc).splitlines()[0]})") from exc
     return out
+
+
+def score_split(model: torch.nn.Module, specs, dataset, batches: int, batch_size: int, device: str,
+                show_progress: bool):
+    """CUT scores over the first `batches` batches of the train split, summed in float64 over every
+    torchrun process (each scores its share of whole batches); None on ranks other than 0."""
+    place = world()
+    if batches < place.size:
+        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
+    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
+    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
+    scores = reduce_scores(score(model, specs, local, device=device, show_progress=show_progress and place.main,
+                                 total=len(mine), float64=True))
+    return scores if place.main else None

@@ -18,11 +18,10 @@ from torch import nn
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
-from ..config import ModelConfig
 from ..errors import TaskcutError
 from ..fileio import save_tensors
 from ..trust import Trust, require_trusted, spec_references, trusting
-from .multitask import MultiTaskModel, build_model
+from .multitask import ModelConfig, MultiTaskModel, build_model
 
 FORMAT = "taskcut.model"
 VERSION = 1

@@ -5,9 +5,52 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..settings import MAX_PARAMETERS, Strict
+from ..tasks.dense import TaskSpec
 from .aspp import ASPPHead
 from .resnet import DeepLabResNet
+
+
+class TaskConfig(Strict):
+    kind: Literal["segmentation", "normal", "depth", "keypoint", "edge"]
+    channels: int = Field(gt=0)
+    loss_weight: float = Field(default=1.0, ge=0)
+
+
+class ModelConfig(Strict):
+    """Architecture of a SceneNet-family model; stored in every model file, so it rebuilds without code arguments."""
+
+    arch: Literal["scenenet"] = "scenenet"
+    depth: Literal[18, 34, 50] = 34
+    width: float = Field(default=1.0, gt=0)
+    head_hidden: int = Field(default=1024, gt=0)
+    head_dilations: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    tasks: dict[str, TaskConfig]
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, v: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        if not v:
+            raise ValueError("a model needs at least one task")
+        return v
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        return {name: TaskSpec(name, t.kind, t.channels) for name, t in self.tasks.items()}
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "ModelConfig":
+        """Counted on the meta device before anything is allocated: a typo must not eat the memory."""
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in build_model(self).parameters())
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"this architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
+                             "taskcut builds")
+        return self
 
 
 class MultiTaskModel(nn.Module):

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..config import ModelConfig, TaskConfig
+from .multitask import ModelConfig, TaskConfig
 from ..errors import TaskcutError
 from .multitask import MultiTaskModel, build_model
 

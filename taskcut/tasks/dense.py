@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 from ..errors import TaskcutError
 from ..trust import require_trusted, task_references
+from . import image
+from .accumulate import MetricAccumulator, _BatchMean
 
 TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge",
                    "classification", "regression", "binary", "custom"]
@@ -352,8 +354,6 @@ class TaskSpec:
                                f"{tuple(pred.shape)}; a {self.kind} target is {wanted}")
 
     def _image_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from . import image
-
         if self.kind == "classification":
             return image.classification_loss(pred, target, self.channels, self.ignore_index, self.class_weights,
                                              self.label)
@@ -376,8 +376,6 @@ class TaskSpec:
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown metric convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
         if not self.dense:
-            from . import image
-
             if self.kind == "classification":
                 return image.ClassificationMetrics(self.channels, self.ignore_index, self.label)
             if self.kind == "regression":
@@ -476,22 +474,6 @@ def _resize_mode(convention: str) -> str:
     return "nearest" if convention == "adashare" else "bilinear"
 
 
-class _BatchMean:
-    """A figure averaged per batch, then over batches weighted by batch size (AdaShare's way)."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.images = 0
-
-    def add(self, batch_value: float, batch_size: int) -> None:
-        if math.isfinite(batch_value):
-            self.total += batch_value * batch_size
-            self.images += batch_size
-
-    def value(self) -> float:
-        return self.total / self.images if self.images else float("nan")
-
-
 def valid_mask(kind: str, target: torch.Tensor) -> torch.Tensor:
     """Pixels with ground truth: (B,1,H,W) bool. Normals need a non-zero vector, depth a positive value."""
     if kind == "normal":
@@ -502,16 +484,6 @@ def valid_mask(kind: str, target: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-class MetricAccumulator:
-    """Collects a split's sufficient statistics batch by batch; `compute` gives the figures."""
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        raise NotImplementedError
-
-    def compute(self) -> dict[str, float]:
-        raise NotImplementedError
 
 
 class SegmentationMetrics(MetricAccumulator):

@@ -13,8 +13,8 @@ Non-finite regression and binary targets mark missing labels: they are left out 
 loss and the metrics, and zeroed before any arithmetic so their NaN never reaches a
 gradient (the same rule the dense kinds apply to invalid pixels).
 
-The spec (`TaskSpec` in `dense.py`) imports this module lazily, inside its methods, since
-the accumulators here subclass `MetricAccumulator` from there.
+The spec (`TaskSpec` in `dense.py`) imports this module; both take the accumulators' base
+from `accumulate.py`, so neither imports the other back.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .dense import MetricAccumulator, _BatchMean
+from .accumulate import MetricAccumulator, _BatchMean
 
 #: A custom metric: (name, fn(pred, target) -> float, higher_is_better).
 CustomMetric = tuple[str, Callable[[torch.Tensor, torch.Tensor], object], bool]

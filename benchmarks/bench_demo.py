@@ -1,0 +1,90 @@
+"""`taskcut demo` from an empty cache: the previous release against this tree, side by side in one run.
+
+The previous release (default: the commit before the pre-trained model shipped) is checked
+out with `git worktree` into a temporary folder; each demo runs in a fresh process with its
+own empty `TASKCUT_CACHE`, alternating old and new for `--rounds` rounds, so a noisy moment
+hits both. It prints each cold time, the ratio (new / old, medians), and whether this tree's
+demo gave the same figures (the devices' and the comparison's) on every one of its runs.
+
+Run: python benchmarks/bench_demo.py [--old REF] [--rounds 1]     (about 10 minutes a round here)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The last commit whose demo trained its base model on the spot.
+PREVIOUS = "b1bc20c"
+FIGURES = ("device", "tasks", "budget", "reached", "budget_ratio", "sparsity", "delta_T_vs_dense",
+           "delta_T_vs_control", "params_nonzero", "file_bytes", "export_bytes")
+
+
+def _run(tree: Path, out: Path, cache: Path) -> float:
+    env = {**os.environ, "TASKCUT_CACHE": str(cache), "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "taskcut.cli", "demo", "--out", str(out), "--quiet"],
+                            cwd=tree, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"the demo of {tree} failed:\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def _figures(out: Path) -> dict:
+    result = json.loads((out / "results.json").read_text())
+    devices = [{k: d.get(k) for k in FIGURES} for d in result["devices"]]
+    comparison = [{k: r.get(k) for k in ("method", "sparsity", "delta_T", "delta_T_vs_control")}
+                  for r in result["comparison"]]
+    return {"devices": devices, "comparison": comparison}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--old", default=PREVIOUS, help="git ref of the previous release")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    figures: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        old_tree = tmp / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old_tree), args.old], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            for r in range(args.rounds):
+                for which, tree in (("old", old_tree), ("new", ROOT)):
+                    out = tmp / f"{which}-{r}"
+                    seconds = _run(tree, out, tmp / f"cache-{which}-{r}")
+                    times[which].append(seconds)
+                    print(f"round {r + 1}: {which} demo, cold: {seconds:.0f} s", flush=True)
+                    if which == "new":
+                        figures.append(_figures(out))
+            if args.rounds == 1:  # the figures must repeat: one more cold run of this tree
+                out = tmp / "new-again"
+                seconds = _run(ROOT, out, tmp / "cache-new-again")
+                times["new"].append(seconds)
+                print(f"again: new demo, cold: {seconds:.0f} s", flush=True)
+                figures.append(_figures(out))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, capture_output=True)
+    old, new = statistics.median(times["old"]), statistics.median(times["new"])
+    print(f"\ncold demo, median: previous release ({args.old}) {old:.0f} s, this tree {new:.0f} s; "
+          f"ratio new/old {new / old:.2f} (target <= 0.4)")
+    same = all(f == figures[0] for f in figures)
+    print(f"this tree's figures identical on its {len(figures)} cold runs: {same}")
+    if not same:
+        for i, f in enumerate(figures):
+            print(json.dumps(f))
+
+
+if __name__ == "__main__":
+    main()
