@@ -1,7 +1,7 @@
 """`taskcut demo` from an empty cache: the previous release against this tree, side by side in one run.
 
-The previous release (default: the commit before the pre-trained model shipped) is checked
-out with `git worktree` into a temporary folder; each demo runs in a fresh process with its
+The previous release (default: the commit before the pre-trained model shipped) and this
+version (default: HEAD) are checked out with `git worktree` into temporary folders; each demo runs in a fresh process with its
 own empty `TASKCUT_CACHE`, alternating old and new for `--rounds` rounds, so a noisy moment
 hits both. It prints each cold time, the ratio (new / old, medians), and whether this tree's
 demo gave the same figures (the devices' and the comparison's) on every one of its runs.
@@ -50,18 +50,21 @@ def _figures(out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", default=PREVIOUS, help="git ref of the previous release")
+    parser.add_argument("--new", default="HEAD", help="git ref of this version (a worktree, so the tree may change "
+                                                      "while it runs)")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     times: dict[str, list[float]] = {"old": [], "new": []}
     figures: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        old_tree = tmp / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old_tree), args.old], cwd=ROOT, check=True,
-                       capture_output=True)
+        old_tree, new_tree = tmp / "old", tmp / "new"
+        for tree, ref in ((old_tree, args.old), (new_tree, args.new)):
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True,
+                           capture_output=True)
         try:
             for r in range(args.rounds):
-                for which, tree in (("old", old_tree), ("new", ROOT)):
+                for which, tree in (("old", old_tree), ("new", new_tree)):
                     out = tmp / f"{which}-{r}"
                     seconds = _run(tree, out, tmp / f"cache-{which}-{r}")
                     times[which].append(seconds)
@@ -70,12 +73,13 @@ def main() -> None:
                         figures.append(_figures(out))
             if args.rounds == 1:  # the figures must repeat: one more cold run of this tree
                 out = tmp / "new-again"
-                seconds = _run(ROOT, out, tmp / "cache-new-again")
+                seconds = _run(new_tree, out, tmp / "cache-new-again")
                 times["new"].append(seconds)
                 print(f"again: new demo, cold: {seconds:.0f} s", flush=True)
                 figures.append(_figures(out))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, capture_output=True)
+            for tree in (old_tree, new_tree):
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     old, new = statistics.median(times["old"]), statistics.median(times["new"])
     print(f"\ncold demo, median: previous release ({args.old}) {old:.0f} s, this tree {new:.0f} s; "
           f"ratio new/old {new / old:.2f} (target <= 0.4)")
