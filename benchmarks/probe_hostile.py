@@ -37,7 +37,8 @@ def run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*") if not p.name.endswith(".lock"))
+    """Temporaries and lock files (none may survive a run, whatever ended it)."""
+    return sorted(p.name for p in folder.rglob(".*"))
 
 
 def report(row: str, code: int, stderr: str, folder: Path) -> None:
@@ -165,7 +166,115 @@ def main() -> None:
         proc.communicate(timeout=60)
         return second
 
-    print("full disk: injected at the file layer in tests/test_robustness.py (no tmpfs mount here)")
+    @row("model file whose factory is subprocess:run")
+    def _(d: Path):
+        spec = {"format": "taskcut.model", "version": 1, "model": {"factory": "subprocess:run",
+                                                                   "kwargs": {"args": ["touch", "MARKER"]}},
+                "tasks": {}, "masked": {}, "provenance": {}}
+        save_file({"w": torch.zeros(1)}, str(d / "crafted.safetensors"), metadata={"taskcut": json.dumps(spec)})
+        done = run(["info", "crafted.safetensors"], d)
+        marker = "MARKER CREATED: the code ran" if (d / "MARKER").exists() else ""
+        return subprocess.CompletedProcess(done.args, done.returncode, "", (marker + "\n" + done.stderr).strip())
+
+    @row("own-model YAML alias bomb (prune --config)")
+    def _(d: Path):
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+        lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 12)]
+        (d / "own.yaml").write_text("\n".join(lines) + "\nmodel: {factory: 'x:y', kwargs: {a: *a11}}\n")
+        return run(["prune", "--config", "own.yaml", "--tasks", "seg", "--sparsity", "0.5", "--out", "o.safetensors"],
+                   d)
+
+    def fleet(d: Path, devices: list[dict], **sections) -> None:
+        model(d)
+        synth(d)
+        (d / "fleet.yaml").write_text(json.dumps({"base": "base.safetensors", "data": "synth:set",
+                                                  "scoring": {"batches": 1, "batch_size": 4}, **sections,
+                                                  "devices": devices}))
+
+    cam = {"name": "cam", "tasks": ["seg"], "budget": "params=0.5"}
+
+    @row("fleet bench size [100000, 100000]")
+    def _(d: Path):
+        fleet(d, [cam], bench={"size": [100000, 100000]})
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("fleet bench threads: 100000")
+    def _(d: Path):
+        fleet(d, [cam], bench={"threads": 100000})
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("fleet finetune steps: true")
+    def _(d: Path):
+        fleet(d, [cam], finetune={"steps": True})
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("fleet structured: 'yes'")
+    def _(d: Path):
+        fleet(d, [{**cam, "structured": "yes"}])
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("fleet device named ..")
+    def _(d: Path):
+        fleet(d, [{**cam, "name": ".."}])
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("fleet device with a task twice")
+    def _(d: Path):
+        fleet(d, [{**cam, "tasks": ["seg", "seg"]}])
+        return run(["fleet", "fleet.yaml", "--out", "run"], d)
+
+    @row("a second fleet into a locked --out")
+    def _(d: Path):
+        import fcntl
+
+        fleet(d, [cam])
+        with open(d / ".run.lock", "a+") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            done = run(["fleet", "fleet.yaml", "--out", "run"], d)
+        (d / ".run.lock").unlink()
+        return done
+
+    @row("bench --threads 100000")
+    def _(d: Path):
+        model(d)
+        return run(["bench", "base.safetensors", "--threads", "100000", "--size", "32", "32"], d)
+
+    @row("export record with 100000-pixel inputs")
+    def _(d: Path):
+        model(d)
+        run(["export", "base.safetensors", "--out", "m.onnx", "--size", "32", "32"], d)
+        record = json.loads((d / "m.onnx.taskcut.json").read_text())
+        record["input"] = [3, 100000, 100000]
+        (d / "m.onnx.taskcut.json").write_text(json.dumps(record))
+        return run(["bench", "m.onnx"], d)
+
+    @row("scores file with five tensors removed")
+    def _(d: Path):
+        model(d)
+        synth(d)
+        run(["score", "base.safetensors", "--data", "synth:set", "--batches", "1", "--batch-size", "4", "--out",
+             "s.safetensors", "--quiet"], d)
+        with safe_open(str(d / "s.safetensors"), "pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        for key in sorted(tensors)[:5]:
+            del tensors[key]
+        save_file(tensors, str(d / "s.safetensors"), metadata=meta)
+        return run(["prune", "base.safetensors", "--tasks", "seg", "--sparsity", "0.5", "--scores", "s.safetensors",
+                    "--data", "synth:set", "--out", "o.safetensors"], d)
+
+    @row("full disk (a 96 kB tmpfs) under prune")
+    def _(d: Path):
+        model(d)
+        synth(d)
+        (d / "disk").mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(d / "disk")]).returncode != 0:
+            return subprocess.CompletedProcess([], -1, "", "could not mount a tmpfs (needs root)")
+        try:
+            return run(["prune", "base.safetensors", "--tasks", "seg", "--sparsity", "0.5", "--data", "synth:set",
+                        "--batches", "1", "--batch-size", "4", "--out", "disk/o.safetensors", "--quiet"], d)
+        finally:
+            subprocess.run(["umount", "-l", str(d / "disk")])
+
     for name, fn in rows:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

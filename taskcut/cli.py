@@ -76,8 +76,13 @@ def _clean_errors(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("TASKCUT_DEBUG"):
                 raise
+            from pydantic import ValidationError
+
             from .fileio import is_disk_full
 
+            if isinstance(exc, ValidationError):  # a setting out of its bounds, wherever it was built
+                first_error = exc.errors()[0]
+                _fail(f"{'.'.join(map(str, first_error['loc']))}: {first_error['msg']}")
             if is_disk_full(exc):  # a library that reports ENOSPC in its own error type
                 _fail(f"the disk is full ({str(exc).splitlines()[0][:200]}); nothing half-written was left")
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
@@ -381,7 +386,8 @@ def finetune_cmd(
     data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR (an own model's --config names its data)."),
     out_file: Path = typer.Option(..., "--out", help="Fine-tuned model file to write."),
     steps: int = typer.Option(300, min=1, help="Training steps."),
-    batch_size: int = typer.Option(32, min=1),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step (default 32; an own model's "
+                                                               "data factory sets its own batches)."),
     lr: float = typer.Option(5e-4, min=0.0),
     val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
     preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
@@ -414,6 +420,8 @@ def finetune_cmd(
     if _own(config):
         from .experiments.own import finetune_own, load_own_config
 
+        _refuse_for_own({"--data": data, "--batch-size": batch_size, "--preset": preset, "--teacher": teacher,
+                         "--resume": resume or None, "--checkpoint-every": checkpoint_every or None})
         finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet,
                      distill=taught)
         out.print(f"fine-tuned {steps} steps; wrote {out_file}")
@@ -427,7 +435,8 @@ def finetune_cmd(
         schedule = cfg.finetune
         crop = cfg.data.size if cfg.data.dataset != "synth" else None
     with _distributed(device) as device:
-        result = finetune_file(model_file, data, out_file, steps, batch_size, lr, val_every, force=force,
+        result = finetune_file(model_file, data, out_file, steps, 32 if batch_size is None else batch_size, lr,
+                               val_every, force=force,
                                 device=device, show_progress=not quiet, schedule=schedule, crop=crop,
                                 resume=resume, checkpoint_every=checkpoint_every, distill=taught, teacher=teacher)
     if result is None:  # a torchrun rank other than 0
@@ -444,9 +453,11 @@ def evaluate_cmd(
     baseline: Optional[Path] = typer.Option(None, help="Dense model for delta_T (restricted to the same tasks); "
                                                        "with an own model's --config, 'base' is its base model."),
     config: Optional[Path] = typer.Option(None, help="An own model's YAML (factory, tasks, data)."),
-    control: bool = typer.Option(True, help="With --baseline and a fine-tuned model, also fine-tune the dense model "
-                                             "on the same tasks with the same schedule (cached) and report delta_T "
-                                             "against it: the control for the extra training."),
+    control: Optional[bool] = typer.Option(None, help="With --baseline and a fine-tuned model, also fine-tune the "
+                                                      "dense model on the same tasks with the same schedule (cached) "
+                                                      "and report delta_T against it: the control for the extra "
+                                                      "training (default on for model files; not yet for an own "
+                                                      "model's --config)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write."),
     metrics: str = typer.Option("standard", help="standard (pixel-level over the split) or adashare (the "
                                                  "papers' conventions, to compare with their tables)."),
@@ -463,13 +474,15 @@ def evaluate_cmd(
         from .experiments.own import evaluate_own, load_own_config
         from .fileio import check_writable, write_text
 
+        _refuse_for_own({"--data": data, "--control": control or None,
+                         "--metrics": None if metrics == "standard" else metrics})
         if out_file is not None:
             check_writable(out_file, force)
         report = evaluate_own(model_file, load_own_config(config), split, baseline, device)
     else:
         _, data = _zoo_inputs(model_file, data)
         report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
-                               control=control, show_progress=not quiet)
+                               control=control is not False, show_progress=not quiet)
     references = [(key, title) for key, title in (("baseline", "dense"), ("control", "dense + same fine-tuning"))
                   if key in report]
     table = Table(title=f"{model_file} on {split}")
@@ -589,7 +602,8 @@ def export_cmd(
     data: Optional[str] = typer.Option(None, help="Calibration (train) and evaluation data; default: the "
                                        "model's own, from its provenance."),
     split: str = typer.Option("test", help="Split the exported file is evaluated on."),
-    size: tuple[int, int] = typer.Option((64, 64), help="Height and width of the sample inputs when there is no data."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Height and width of the sample inputs when there is "
+                                                              "no data (default 64 64)."),
     config: Optional[Path] = typer.Option(None, help="An own model's YAML: its train batches calibrate, its "
                                           "test batches check and evaluate."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
@@ -601,9 +615,10 @@ def export_cmd(
     if _own(config):
         from .experiments.own import export_own, load_own_config
 
+        _refuse_for_own({"--data": data, "--size": size})
         record = export_own(model_file, load_own_config(config), fmt, out_file, int8, split, force)
     else:
-        record = export(model_file, fmt, out_file, int8, size, force, data, split)
+        record = export(model_file, fmt, out_file, int8, size or (64, 64), force, data, split)
     table = Table(title=f"{fmt}{' int8' if int8 else ''} in {record['runtime']} against eager PyTorch "
                         f"({len(record['check'])} tasks, sample images)")
     table.add_column("task")
@@ -710,12 +725,25 @@ def demo_cmd(
     out.print(f"total {result['seconds']['total']:.0f} s; open {(out_dir / 'report.html').resolve()}", highlight=False)
 
 
+#: Why an option does not apply with an own model's --config (said in the refusal).
+_OWN_REASONS = {
+    "--data": "its YAML names the data", "the model file": "its YAML names the model",
+    "--batch-size": "its data factory makes the batches", "--size": "its data gives the input size",
+    "--preset": "its YAML is the config", "--teacher": "its YAML's base model is the teacher",
+    "--resume": "own-model fine-tuning is not resumable yet",
+    "--checkpoint-every": "own-model fine-tuning is not resumable yet",
+    "--control": "the dense control is not computed for own models yet",
+    "--metrics": "own models report the standard metrics only",
+    "--scores": "scores files are written for model files only (a fleet scores an own model once, in memory)",
+}
+
+
 def _refuse_for_own(given: dict[str, object]) -> None:
-    """Options an own model's --config run cannot apply are refused, never ignored."""
+    """Options an own model's --config run cannot apply are refused in one line, never ignored."""
     for option, value in given.items():
         if value is not None:
-            raise TaskcutError(f"{option} does not apply with an own model's --config (its YAML names the model, the "
-                               "data and their batches); leave it out")
+            raise TaskcutError(f"{option} does not apply with an own model's --config: {_OWN_REASONS[option]}; "
+                               "leave it out")
 
 
 def _own(config: Optional[Path]) -> bool:

@@ -16,10 +16,10 @@ from pydantic import Field, ValidationError, field_validator
 
 from .errors import TaskcutError
 from .models.multitask import ModelConfig, TaskConfig
-from .settings import (MAX_IMAGE_SIDE, MAX_PARAMETERS, MAX_RUNS, MAX_THREADS, MAX_YAML_NODES, Strict,
+from .settings import (MAX_BATCH, MAX_IMAGE_SIDE, MAX_PARAMETERS, MAX_RUNS, MAX_THREADS, MAX_YAML_NODES, Strict,
                        safe_yaml)
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_PARAMETERS", "MAX_RUNS", "MAX_THREADS", "MAX_YAML_NODES", "DataConfig",
+__all__ = ["MAX_BATCH", "MAX_IMAGE_SIDE", "MAX_PARAMETERS", "MAX_RUNS", "MAX_THREADS", "MAX_YAML_NODES", "DataConfig",
            "DistillConfig", "ModelConfig", "RunConfig", "Strict", "TaskConfig", "load_config", "preset_names",
            "safe_yaml"]
 
@@ -57,7 +57,7 @@ class DistillConfig(Strict):
 
 class TrainConfig(Strict):
     steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     lr_decay_every: int = Field(default=0, ge=0)

@@ -127,7 +127,7 @@ def test_compare_knows_a_retrained_base_by_its_hash(synth_dir: Path, tmp_path: P
     (["--seeds", ""], "at least one seed"),
     (["--seeds", "0,0"], "--seeds names a value twice"),
     (["--sparsities", "0.5,0.5"], "--sparsities names a value twice"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be between 1 and 4096"),
     (["--finetunes", "plain,teach"], r"unknown fine-tuning recipe\(s\) teach; recipes: plain, distill"),
     (["--finetunes", "distill,distill"], "names a fine-tuning recipe twice"),
     (["--finetunes", "distill", "--distill-weight", "0"], "--distill-weight: Input should be greater than 0"),

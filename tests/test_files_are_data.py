@@ -169,3 +169,20 @@ def test_zoo_files_need_no_trust(tmp_path: Path) -> None:
 
 def test_untrusted_is_a_taskcut_error() -> None:
     assert issubclass(UntrustedCode, TaskcutError) and "trust" in sys.modules["taskcut.trust"].HOW_TO_TRUST
+
+
+def test_recorded_shapes_are_checked_before_allocation(tmp_path: Path) -> None:
+    """An own model's spec records what pruning changed; a shape its file does not hold (here 400 GB) is
+    refused from the header before the rebuilt model allocates it."""
+    config, small = _own_setup(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(small), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    spec = json.loads(meta["taskcut"])
+    spec["structure"] = {"shapes": {"stem.0.weight": [100_000, 100_000, 10, 1]}, "attributes": {}}
+    forged = tmp_path / "forged.safetensors"
+    save_file(tensors, str(forged), metadata={"taskcut": json.dumps(spec)})
+    with pytest.raises(TaskcutError, match=r"records stem.0.weight as \(100000, 100000, 10, 1\), which the file does "
+                                           r"not hold"):
+        taskcut.load(forged, trust=True)

@@ -129,3 +129,28 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
     assert "budget params <= 0.3 x the dense model: reached" in output
     report = taskcut.models.read_spec(out)["provenance"]["budget_report"]
     assert 0.97 <= report["ratio"] <= 1.0
+
+
+#: Every option an own model's --config run cannot apply, per command: refused in one line, never ignored.
+REFUSED = {
+    "prune": [["--scores", "s.safetensors"], ["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
+    "finetune": [["--data", "synth:x"], ["--batch-size", "4"], ["--preset", "nyuv2"], ["--teacher", "t.safetensors", "--distill"],
+                 ["--resume"], ["--checkpoint-every", "2"]],
+    "evaluate": [["--data", "synth:x"], ["--control"], ["--metrics", "adashare"]],
+    "export": [["--data", "synth:x"], ["--size", "32", "32"]],
+}
+
+
+@pytest.mark.parametrize("command, option", [(c, o) for c, opts in REFUSED.items() for o in opts],
+                         ids=lambda v: v if isinstance(v, str) else v[0])
+def test_options_that_cannot_apply_to_an_own_model_are_refused(tmp_path: Path, command: str, option: list) -> None:
+    config = _config(tmp_path)
+    out = tmp_path / "out.safetensors"
+    model = tmp_path / "small.safetensors"
+    args = {"prune": ["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", out],
+            "finetune": ["finetune", model, "--config", config, "--steps", "1", "--out", out],
+            "evaluate": ["evaluate", model, "--config", config, "--baseline", "base", "--out", tmp_path / "e.json"],
+            "export": ["export", model, "--config", config, "--out", tmp_path / "m.onnx"]}[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _fails([*args, *option], f"{option[0]} does not apply with an own model's --config", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -224,3 +224,14 @@ def test_the_stop_message_names_the_resume_the_command_has(base: Path, synth_dir
                                  str(tmp_path / "t.safetensors")])
     assert result.exit_code == 130 and "--resume" in result.output
 
+
+
+@pytest.mark.parametrize("args", [["finetune", "{base}", "--batch-size", "10000000"],
+                                  ["score", "{base}", "--batch-size", "10000000"],
+                                  ["prune", "{base}", "--tasks", "seg", "--sparsity", "0.5", "--batch-size", "10000000"],
+                                  ["compare", "{base}", "--tasks", "seg", "--batch-size", "10000000"]])
+def test_batch_sizes_are_bounded_before_use(base: Path, synth_dir: Path, tmp_path: Path, args: list) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    extra = ["--data", f"synth:{synth_dir}", "--out", str(out)]
+    line = _one_line(runner.invoke(app, [a.format(base=base) for a in args] + extra))
+    assert "4096" in line and not out.exists()

@@ -284,3 +284,47 @@ def test_custom_without_references_cannot_be_saved_and_bad_references_are_named(
         TaskSpec.from_dict("c", {"kind": "custom", "channels": 0, "loss": "torch.nn.functional:no_such_loss"})
     with pytest.raises(ValueError, match="no \"loss\" reference"):
         TaskSpec.from_dict("c", {"kind": "custom", "channels": 0})
+
+
+def test_a_target_that_does_not_fit_its_output_is_named() -> None:
+    """A 2-channel depth target for a 1-channel output used to broadcast silently in prune and finetune and
+    to end in an IndexError in evaluate; now each refuses on the first batch, naming the task and shapes."""
+    import taskcut
+    from taskcut.errors import TaskcutError
+
+    from . import own_models
+
+    tasks = {"seg": Task.segmentation(6), "depth": Task.depth(), "normal": Task.normal()}
+    data = own_models.batches(list(tasks))
+    for batch in data:
+        batch["depth"] = batch["depth"].repeat(1, 2, 1, 1)
+    model = own_models.fpn()
+    message = r"task 'depth': the target has shape \(4, 2, 32, 32\) for an output of shape \(4, 1, "
+    with pytest.raises(TaskcutError, match=message):
+        taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.5)
+    with pytest.raises(TaskcutError, match=message):
+        taskcut.finetune_model(model, tasks, data, steps=1)
+    with pytest.raises(TaskcutError, match=message):
+        taskcut.evaluate_model(model, tasks, data)
+    for batch in data:
+        batch["depth"] = batch["depth"][:, :1]
+        batch["seg"] = batch["seg"][:, None]  # a class map with a channel axis: one axis too many
+    with pytest.raises(TaskcutError, match=r"task 'seg': .* a segmentation target is \(4, H, W\) class indices"):
+        taskcut.evaluate_model(model, tasks, data)
+
+
+def test_channel_cosine_is_torchs_cosine_similarity() -> None:
+    """The fast cosine over channels gives torch's values and gradients, zero vectors included."""
+    from taskcut.tasks.dense import channel_cosine
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    b = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    a[0, :, 0, 0] = 0.0  # a zero vector: torch floors its norm at eps
+    for eps in (1e-8, 1e-12):
+        x, y = a.clone().requires_grad_(), a.clone().requires_grad_()
+        ours, theirs = channel_cosine(x, b, eps), F.cosine_similarity(y, b, dim=1, eps=eps)
+        assert torch.allclose(ours, theirs, atol=1e-12)
+        ours.sum().backward()
+        theirs.sum().backward()
+        assert torch.isfinite(x.grad).all() and torch.allclose(x.grad, y.grad, atol=1e-9)

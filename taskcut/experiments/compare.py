@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..compact.masking import apply_masks, masks_of, unmask
+from ..settings import MAX_BATCH
 from .naming import CONTROL, FINETUNES, cell_name, label
 from ..config import DistillConfig, TrainConfig
 from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
@@ -85,8 +86,8 @@ def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
         raise TaskcutError(f"--finetune-steps must be >= 0, got {spec.finetune_steps}")
     for value, what in ((spec.batches, "--batches"), (spec.batch_size, "--batch-size"),
                         (spec.finetune_batch_size, "fine-tuning batch size")):
-        if value < 1:
-            raise TaskcutError(f"{what} must be at least 1, got {value}")
+        if not 1 <= value <= MAX_BATCH:
+            raise TaskcutError(f"{what} must be between 1 and {MAX_BATCH}, got {value}")
     model_spec = zoo_spec(spec.base)
     tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
     specs = {t: TaskSpec.from_dict(t, model_spec["model"]["tasks"][t]) for t in tasks}

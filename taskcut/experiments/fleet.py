@@ -33,7 +33,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from ..config import DistillConfig
-from ..settings import MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, Strict, safe_yaml
+from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, Strict, safe_yaml
 from ..cut.budget import STRUCTURED_ONLY, parse_budget
 from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError
@@ -77,12 +77,12 @@ class Device(Strict):
 
 class Scoring(Strict):
     batches: int = Field(default=50, ge=1)
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=8, ge=1, le=MAX_BATCH)
 
 
 class Finetune(Strict):
     steps: int = Field(default=300, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     lr: float = Field(default=5e-4, gt=0)
     val_every: int = Field(default=50, ge=1)
     #: The dense model teaches each device's model (`taskcut.train.distill`); `{}` takes the defaults.

@@ -14,6 +14,7 @@ from .. import __version__
 from ..compact.masking import apply_masks, masks_of, unmask
 from ..data.dataset import open_for_tasks, with_class_weights
 from ..errors import TaskcutError
+from ..settings import MAX_BATCH
 from ..fileio import check_writable, file_sha256
 from ..cut.fuse import check_sparsity, fuse, parse_rule
 from ..models import load, save
@@ -93,8 +94,9 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
     if structured and rule == "score-sum":
         raise TaskcutError("score-sum is not available for structured pruning; use vote, vote:K, majority, union "
                            "or intersection")
-    if batches < 1 or batch_size < 1:
-        raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
+    if batches < 1 or not 1 <= batch_size <= MAX_BATCH:
+        raise TaskcutError(f"--batches must be positive and --batch-size between 1 and {MAX_BATCH}, got {batches} "
+                           f"and {batch_size}")
     model = load(base, device)
     small = select(model, chosen)
     existing = masks_of(small)  # a compact or imported pruned model: its zeros stay zero and count

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from ..cut.score import Scores, reduce_scores, score
 from ..data.dataset import open_for_tasks, with_class_weights
 from ..errors import TaskcutError
+from ..settings import MAX_BATCH
 from ..fileio import check_writable, file_sha256, save_tensors
 from ..models import load
 from ..train.distributed import world
@@ -32,8 +33,9 @@ def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size
     """Score every task of `base` on the first `batches` train batches; write them to `out`."""
     base, out = Path(base), Path(out)
     check_writable(out, force)
-    if batches < 1 or batch_size < 1:
-        raise TaskcutError(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
+    if batches < 1 or not 1 <= batch_size <= MAX_BATCH:
+        raise TaskcutError(f"--batches must be positive and --batch-size between 1 and {MAX_BATCH}, got {batches} "
+                           f"and {batch_size}")
     model = load(base, device)
     specs = model.config.task_specs()
     dataset = open_for_tasks(data, "train", specs)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import DistillConfig
 from ..errors import TaskcutError
-from ..tasks.dense import TaskSpec
+from ..tasks.dense import TaskSpec, channel_cosine
 
 
 def distill_loss(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -53,7 +53,7 @@ def distill_loss(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, t
         p = torch.sigmoid(teacher)
         return F.binary_cross_entropy_with_logits(student, p) - F.binary_cross_entropy_with_logits(teacher, p)
     if spec.kind == "normal":
-        return (1.0 - F.cosine_similarity(student, teacher, dim=1, eps=1e-8)).mean()
+        return (1.0 - channel_cosine(student, teacher, eps=1e-8)).mean()
     if spec.kind in ("depth", "regression"):
         return (student - teacher).abs().mean()
     return ((student - teacher) ** 2).mean()
