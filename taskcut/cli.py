@@ -292,10 +292,10 @@ def prune_cmd(
 
         if (sparsity is None) == (budget is None):
             raise TaskcutError("give either --sparsity or --budget")
-        _refuse_for_own({"--scores": scores, "--batch-size": batch_size, "--size": size, "--data": data,
-                         "the model file": base})
+        _refuse_for_own({"--batch-size": batch_size, "--size": size, "--data": data, "the model file": base})
         own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
-                        50 if batches is None else batches, force, device, budget, runtime=runtime, threads=threads)
+                        batches if batches is not None or scores is not None else 50, force, device, budget,
+                        runtime=runtime, threads=threads, scores_file=scores)
         if own["budget"]:
             b = own["budget"]
             out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at "
@@ -331,11 +331,16 @@ def prune_cmd(
 @app.command("score")
 @_clean_errors
 def score_cmd(
-    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
-    data: str = typer.Option(..., help="KIND:PATH of the data whose train split is scored."),
+    base: Optional[Path] = typer.Argument(None, help="The pre-trained multi-task model file (not with an own "
+                                                     "model's --config, which names it)."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH of the data whose train split is scored (an own "
+                                                  "model's --config names its data)."),
+    config: Optional[Path] = typer.Option(None, help="YAML naming your own model's factory, weights, tasks and "
+                                                     "data."),
     out_file: Path = typer.Option(..., "--out", help="Scores file to write (.safetensors)."),
     batches: int = typer.Option(50, help="Batches to score."),
-    batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; an own model's "
+                                                        "data factory makes its batches)."),
     device: str = typer.Option("cpu", help="torch device."),
     force: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -345,6 +350,16 @@ def score_cmd(
     from .experiments.scores import write_scores
 
     _check_device(device)
+    if _own(config):
+        from .experiments.own import load_own_config
+        from .experiments.scores import write_own_scores
+
+        _refuse_for_own({"--data": data, "--batch-size": batch_size, "the model file": base})
+        result = write_own_scores(load_own_config(config), out_file, batches, force, device, not quiet)
+        out.print(f"scored {', '.join(result['tasks'])} on {batches} batches; wrote {out_file}")
+        return
+    base, data = _zoo_inputs(base, data)
+    batch_size = 8 if batch_size is None else batch_size
     with _distributed(device) as device:
         result = write_scores(base, data, out_file, batches, batch_size, force, device, not quiet)
     if result is None:
@@ -734,7 +749,6 @@ _OWN_REASONS = {
     "--checkpoint-every": "own-model fine-tuning is not resumable yet",
     "--control": "the dense control is not computed for own models yet",
     "--metrics": "own models report the standard metrics only",
-    "--scores": "scores files are written for model files only (a fleet scores an own model once, in memory)",
 }
 
 

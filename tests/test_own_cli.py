@@ -133,7 +133,7 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
 
 #: Every option an own model's --config run cannot apply, per command: refused in one line, never ignored.
 REFUSED = {
-    "prune": [["--scores", "s.safetensors"], ["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
+    "prune": [["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
     "finetune": [["--data", "synth:x"], ["--batch-size", "4"], ["--preset", "nyuv2"], ["--teacher", "t.safetensors", "--distill"],
                  ["--resume"], ["--checkpoint-every", "2"]],
     "evaluate": [["--data", "synth:x"], ["--control"], ["--metrics", "adashare"]],
@@ -154,3 +154,30 @@ def test_options_that_cannot_apply_to_an_own_model_are_refused(tmp_path: Path, c
     before = sorted(p.name for p in tmp_path.iterdir())
     _fails([*args, *option], f"{option[0]} does not apply with an own model's --config", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_score_once_then_prune_subsets_from_the_file(tmp_path: Path) -> None:
+    """An own model is scored once (`score --config`); `prune --config --scores` then prunes any subset with
+    the masks that scoring the subset itself gives, and refuses a file made for another base."""
+    from taskcut.compact.masking import masks_of
+
+    config = _config(tmp_path)
+    scores = tmp_path / "scores.safetensors"
+    _ok("score", "--config", config, "--batches", "2", "--out", scores, "--quiet")
+    for subset in ("seg,depth", "normal"):
+        from_file, direct = tmp_path / f"f-{subset}.safetensors", tmp_path / f"d-{subset}.safetensors"
+        _ok("prune", "--config", config, "--tasks", subset, "--sparsity", "0.6", "--scores", scores,
+            "--out", from_file, "--quiet")
+        _ok("prune", "--config", config, "--tasks", subset, "--sparsity", "0.6", "--batches", "2",
+            "--out", direct, "--quiet")
+        a, b = masks_of(taskcut.load(from_file, trust=True)), masks_of(taskcut.load(direct, trust=True))
+        assert set(a) == set(b) and all(bool((a[n] == b[n]).all()) for n in a), subset
+    _fails(["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.6", "--scores", scores, "--batches", "3",
+            "--out", tmp_path / "x.safetensors"], "--batches 3", tmp_path / "x.safetensors")
+    other = yaml.safe_load(config.read_text())
+    other["model"]["kwargs"] = {"width": 16}  # another base model
+    save_file({k: v.contiguous() for k, v in own_models.fpn(16).state_dict().items()}, str(tmp_path / "w16.safetensors"))
+    other["model"]["weights"] = "w16.safetensors"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    _fails(["prune", "--config", tmp_path / "other.yaml", "--tasks", "seg", "--sparsity", "0.6", "--scores", scores,
+            "--out", tmp_path / "x.safetensors"], "scores of another base model", tmp_path / "x.safetensors")

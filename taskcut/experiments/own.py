@@ -209,7 +209,8 @@ def first_input(cfg: OwnConfig, split: str = "test") -> Any:
 def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float | None, out: Path, rule: str = "vote",
               structured: bool = False, max_batches: int | None = None, force: bool = False,
               device: str = "cpu", budget: str | None = None, scores: Any = None,
-              base: nn.Module | None = None, runtime: str = "onnxruntime", threads: int = 2) -> dict[str, Any]:
+              base: nn.Module | None = None, runtime: str = "onnxruntime", threads: int = 2,
+              scores_file: Path | None = None) -> dict[str, Any]:
     """`taskcut prune --config own.yaml`: the base from the factory and weights, scored on the train split
     (or given `scores` of every task, as the fleet does), at a sparsity or within a budget."""
     from .. import __version__
@@ -220,6 +221,19 @@ def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float | None, out: Pat
 
     check_writable(out, force)
     base = base if base is not None else cfg.build().to(device)
+    if scores_file is not None:
+        from ..cut.score import prunable_parameters
+        from .scores import own_base_digest, read_scores, scoring_settings
+
+        recorded = scoring_settings(scores_file)
+        if recorded.get("config") != "own":
+            raise TaskcutError(f"{scores_file} scores a model file, not an own model: score this one with "
+                               f"taskcut score --config {cfg.path}")
+        if max_batches is not None and max_batches != recorded.get("batches"):
+            raise TaskcutError(f"--batches {max_batches}: {scores_file} was scored with {recorded.get('batches')}; "
+                               "leave it out with --scores (the file's settings are used)")
+        scores = read_scores(scores_file, Path(str(cfg.path)), tasks, recorded, prunable_parameters(base),
+                             base_sha256=own_base_digest(cfg))
     small = prune_model(base, cfg.specs, cfg.split("train"), keep=tasks, sparsity=sparsity, structured=structured,
                         rule=rule, transform=cfg.transform(), device=device, max_batches=max_batches, budget=budget,
                         scores=scores, runtime=runtime, threads=threads)

@@ -45,8 +45,40 @@ def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size
     scores = score_split(model, specs, dataset, batches, batch_size, device, show_progress)
     if scores is None:
         return None
-    meta = {"format": FORMAT, "base_sha256": file_sha256(base), "tasks": list(specs),
-            "settings": {"data": data, "batches": batches, "batch_size": batch_size},
+    return _write(out, file_sha256(base), {"data": data, "batches": batches, "batch_size": batch_size}, scores)
+
+
+def own_base_digest(cfg: Any) -> str:
+    """What identifies an own model's base: its factory, its keyword arguments and its weights file's hash."""
+    import hashlib
+
+    weights = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
+    what = {"factory": cfg.model.factory, "kwargs": cfg.model.kwargs, "weights_sha256": weights}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_own_scores(cfg: Any, out: Path, batches: int = 50, force: bool = False, device: str = "cpu",
+                     show_progress: bool = True) -> dict[str, Any]:
+    """`taskcut score --config own.yaml`: every task of the YAML's base model scored once on the first
+    `batches` batches of its train split, for `prune --config own.yaml --scores` (any subset, any sparsity)."""
+    import itertools
+
+    from ..api import Batches
+    from ..cut.score import score
+
+    out = Path(out)
+    check_writable(out, force)
+    if batches < 1:
+        raise TaskcutError(f"--batches must be positive, got {batches}")
+    base = cfg.build().to(device)
+    data = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), batches)
+    # summed as `prune --config` sums them when it scores itself, so the masks are the same either way
+    scores = score(base, cfg.specs, data, device=device, show_progress=show_progress, total=batches)
+    return _write(out, own_base_digest(cfg), {"config": "own", "batches": batches}, scores)
+
+
+def _write(out: Path, base_sha256: str, settings: dict[str, Any], scores: Scores) -> dict[str, Any]:
+    meta = {"format": FORMAT, "base_sha256": base_sha256, "tasks": list(scores), "settings": settings,
             "tensor_names": {task: sorted(per) for task, per in scores.items()}}
     tensors = {f"{task}|{name}": value.to(torch.float64).contiguous().cpu()
                for task, per in scores.items() for name, value in per.items()}
@@ -70,9 +102,9 @@ def scoring_settings(path: Path) -> dict[str, Any]:
 
 
 def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[str, Any],
-                params: Mapping[str, torch.Tensor]) -> Scores:
+                params: Mapping[str, torch.Tensor], base_sha256: str | None = None) -> Scores:
     """The scores of `tasks` for the weights in `params`, after checking the file belongs to `base`
-    and was made with `settings`."""
+    (its file's hash, or `base_sha256` for an own model's base) and was made with `settings`."""
     path = Path(path)
     if not path.is_file():
         raise TaskcutError(f"scores file {path} does not exist")
@@ -82,7 +114,7 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
             keys = list(f.keys())
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise TaskcutError(f"{path} is not a taskcut scores file (write one with `taskcut score`)")
-            if meta.get("base_sha256") != file_sha256(base):
+            if meta.get("base_sha256") != (base_sha256 or file_sha256(base)):
                 raise TaskcutError(f"{path} holds scores of another base model than {base}; score this one")
             if meta.get("settings") != dict(settings):
                 raise TaskcutError(f"{path} was scored with {meta.get('settings')}, not {dict(settings)}: give the "
