@@ -471,8 +471,8 @@ def evaluate_cmd(
     control: Optional[bool] = typer.Option(None, help="With --baseline and a fine-tuned model, also fine-tune the "
                                                       "dense model on the same tasks with the same schedule (cached) "
                                                       "and report delta_T against it: the control for the extra "
-                                                      "training (default on for model files; not yet for an own "
-                                                      "model's --config)."),
+                                                      "training (default on; for an own model's --config, with "
+                                                      "--baseline base)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write."),
     metrics: str = typer.Option("standard", help="standard (pixel-level over the split) or adashare (the "
                                                  "papers' conventions, to compare with their tables)."),
@@ -489,11 +489,14 @@ def evaluate_cmd(
         from .experiments.own import evaluate_own, load_own_config
         from .fileio import check_writable, write_text
 
-        _refuse_for_own({"--data": data, "--control": control or None,
-                         "--metrics": None if metrics == "standard" else metrics})
+        _refuse_for_own({"--data": data, "--metrics": None if metrics == "standard" else metrics})
+        if control and (baseline is None or str(baseline) != "base"):
+            raise TaskcutError("--control needs --baseline base: the control is the YAML's base model fine-tuned "
+                               "like this one")
         if out_file is not None:
             check_writable(out_file, force)
-        report = evaluate_own(model_file, load_own_config(config), split, baseline, device)
+        report = evaluate_own(model_file, load_own_config(config), split, baseline, device,
+                              control=control is not False, show_progress=not quiet)
     else:
         _, data = _zoo_inputs(model_file, data)
         report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
@@ -747,7 +750,6 @@ _OWN_REASONS = {
     "--preset": "its YAML is the config", "--teacher": "its YAML's base model is the teacher",
     "--resume": "own-model fine-tuning is not resumable yet",
     "--checkpoint-every": "own-model fine-tuning is not resumable yet",
-    "--control": "the dense control is not computed for own models yet",
     "--metrics": "own models report the standard metrics only",
 }
 

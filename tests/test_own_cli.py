@@ -53,6 +53,13 @@ def test_prune_finetune_evaluate_export_bench_from_yaml(tmp_path: Path) -> None:
     _ok("evaluate", tuned, "--config", config, "--baseline", "base", "--out", report_path)
     report = json.loads(report_path.read_text())
     assert set(report["metrics"]) == {"seg", "depth"} and "delta_T" in report["baseline"]
+    # the control: the YAML's base on the same tasks, fine-tuned with the same 2 steps (cached)
+    assert "delta_T" in report["control"] and report["control"]["finetune"]["steps"] == 2
+    control = taskcut.load(report["control"]["model"], trust=True)
+    assert list(control(torch.rand(1, 3, 32, 32))) == ["seg", "depth"]
+    assert taskcut.models.read_spec(report["control"]["model"])["provenance"]["control"]["tasks"] == ["seg", "depth"]
+    _ok("evaluate", tuned, "--config", config, "--baseline", "base", "--no-control", "--out", report_path, "--force")
+    assert "control" not in json.loads(report_path.read_text())
     _ok("export", tuned, "--config", config, "--format", "onnx", "--out", tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").stat().st_size > 0
     output = _ok("bench", tuned, "--vs", small, "--runtime", "onnxruntime", "--size", "32", "32", "--runs", "2",
@@ -136,7 +143,7 @@ REFUSED = {
     "prune": [["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
     "finetune": [["--data", "synth:x"], ["--batch-size", "4"], ["--preset", "nyuv2"], ["--teacher", "t.safetensors", "--distill"],
                  ["--resume"], ["--checkpoint-every", "2"]],
-    "evaluate": [["--data", "synth:x"], ["--control"], ["--metrics", "adashare"]],
+    "evaluate": [["--data", "synth:x"], ["--metrics", "adashare"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],
 }
 

@@ -300,12 +300,12 @@ def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: st
         ft = fleet.finetune
         finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
                      show_progress=show_progress, distill=ft.distill)
-        report = evaluate_own(tuned, cfg, "test", Path("base"), device)
+        report = evaluate_own(tuned, cfg, "test", Path("base"), device, show_progress=show_progress)
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
         record = export_own(tuned, cfg, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True)
         bench = _bench(tuned, exported, fleet)
-        return _row(dev, summary["budget"], report["baseline"]["delta_T"], None, summary["parameters_after"],
-                    tuned, bench, dense, record)
+        return _row(dev, summary["budget"], report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
+                    summary["parameters_after"], tuned, bench, dense, record)
 
     rows = _each_device(fleet, out, one, settings)
     write_text(out / "fleet.html", _html(fleet, rows, dense, scored.get("seconds")))

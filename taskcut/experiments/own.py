@@ -295,11 +295,14 @@ def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: fl
 
 
 def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline: Path | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", control: bool = True, show_progress: bool = False) -> dict[str, Any]:
     """`taskcut evaluate MODEL --config own.yaml`: metrics, and delta_T against a baseline model file
-    (or with `--baseline base`, the YAML's own base model)."""
+    (or with `--baseline base`, the YAML's own base model). With `control` (default), a fine-tuned
+    model and `--baseline base`, also delta_T against the control: the base restricted to the same
+    tasks and fine-tuned with the model's own schedule (`own_control`, trained once and cached)."""
     from ..api import evaluate_model
-    from ..models import load
+    from ..models import load, read_spec
+    from ..tasks.dense import delta_t
 
     model, tasks = _own_file(model_file, cfg)
     base = None
@@ -307,7 +310,54 @@ def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline
         base = cfg.build() if str(baseline) == "base" else load(baseline, trust=cfg.references())
     report = evaluate_model(model.to(device), tasks, cfg.split(split), baseline=base.to(device) if base else None,
                             transform=cfg.transform(), device=device)
+    schedule = read_spec(model_file).get("provenance", {}).get("finetune")
+    if control and str(baseline) == "base" and isinstance(schedule, dict):
+        control_model, path = own_control(cfg, list(tasks), schedule, device, show_progress)
+        metrics = evaluate_model(control_model.to(device), tasks, cfg.split(split), transform=cfg.transform(),
+                                 device=device)["metrics"]
+        report["control"] = {"model": str(path), "metrics": metrics, "finetune": schedule}
+        try:
+            report["control"].update(delta_t(report["metrics"], metrics, tasks).to_dict())
+        except ValueError as exc:  # a control metric of 0: the relative change is undefined
+            report["control"].update({"delta_T": None, "delta_T_undefined": str(exc)})
     return {"model": str(model_file), "split": split, **report}
+
+
+def own_control(cfg: OwnConfig, tasks: list[str], schedule: dict[str, Any], device: str = "cpu",
+                show_progress: bool = False) -> tuple[nn.Module, Path]:
+    """The dense control of an own model: its base restricted to `tasks` and fine-tuned exactly as the
+    compact model was (`schedule`: steps, lr, val_every, distill; the same seed, batches and selection
+    on the validation split), so a gain the control shows too is the extra training, not the pruning.
+    Cached by (the base's factory, arguments and weights, the tasks, the schedule, the data)."""
+    import hashlib
+    import json
+
+    from ..api import finetune_model
+    from ..cache import cache_dir
+    from ..config import DistillConfig
+    from ..cut.select import select
+    from ..models import load, save
+    from .scores import own_base_digest
+
+    recipe = {k: schedule.get(k) for k in ("steps", "lr", "val_every", "distill")}
+    key_data = {"base": own_base_digest(cfg), "tasks": tasks, "finetune": recipe,
+                "data": cfg.data.model_dump(mode="json")}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_dir() / "controls" / f"own-control-{key}.safetensors"
+    specs = {t: cfg.specs[t] for t in tasks}
+    if path.is_file():
+        return load(path, trust=cfg.references()), path
+    dense = select(cfg.build().to(device), tasks, first_input(cfg, "train").to(device))
+    splits = cfg.splits()
+    distill = DistillConfig(**recipe["distill"]) if recipe["distill"] else None
+    finetune_model(dense, specs, splits["train"], steps=int(recipe["steps"]), val_batches=splits.get("val"),
+                   lr=float(recipe["lr"]), weights={t: cfg.weights()[t] for t in tasks},
+                   val_every=int(recipe["val_every"]), transform=cfg.transform(), device=device,
+                   show_progress=show_progress, teacher=cfg.build() if distill is not None else None,
+                   distill=distill)
+    save(dense.cpu(), path, {"control": key_data}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
+         tasks=specs)
+    return dense, path
 
 
 def export_own(model_file: Path, cfg: OwnConfig, fmt: str, out: Path, int8: bool = False, split: str = "test",
