@@ -54,7 +54,8 @@ def main() -> None:
             equal &= all(torch.equal(ma[n], mb[n]) for n in ma)
     print(f"six devices, synth-tiny, {args.batches} scoring batches of 8, 2 threads")
     print(f"  scoring once for all five tasks:          {once:7.2f} s")
-    print(f"  pruning six devices from the scores file: {reused:7.2f} s (no forward or backward)")
+    print(f"  pruning six devices from the scores file: {reused:7.2f} s (no forward or backward); one device "
+          f"{reused / len(DEVICES):.3f} s = {reused / len(DEVICES) / once:.3f} x one scoring pass (target <= 0.02)")
     print(f"  scoring each device separately:           {separate:7.2f} s")
     print(f"  scoring time ratio (separate / once):     {separate / once:7.2f}x; masks equal: {equal}")
     if args.full:

@@ -105,7 +105,7 @@ def check_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batch: Mapping[
 def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, keep: Sequence[str],
                 sparsity: float | None = None, structured: bool = False, rule: str = "vote",
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
-                device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int = 8,
+                device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int | None = None,
                 budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
                 runtime: str = "onnxruntime", threads: int = 2) -> nn.Module:
     """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
@@ -114,7 +114,8 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     masks. `structured`: the fraction of parameters removed with whole channels and heads (a
     smaller dense model; attention heads are kept consistent, layers that cannot be pruned
     safely are left whole). Layers of 4 x `round_to` channels or more keep a multiple of
-    `round_to` (faster on CPUs; 1 allows finer steps on small models). Scores come from
+    `round_to` (faster on CPUs; 1 allows finer steps on small models; unset, 8, and single
+    channels where 8 cannot reach the sparsity, which is said). Scores come from
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
     see `taskcut.cut.budget`; latency measured in `runtime` with `threads`) asks for the least
@@ -155,7 +156,7 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
                                         _file_bytes, runtime=runtime, threads=threads)
         setattr(small, "taskcut_budget", report)
     elif structured:
-        from .compact.structured import STRUCTURED_TOLERANCE, structured_prune
+        from .compact.structured import check_reached, structured_prune
 
         result = structured_prune(small, example[:1].to(device), scores, sparsity, rule, round_to)
         if result["left_whole"]:
@@ -163,10 +164,7 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
 
             console.print(f"left whole (their channels cannot be cut safely): {', '.join(result['left_whole'])}",
                           highlight=False, soft_wrap=True)
-        if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
-            raise TaskcutError(f"structured pruning reached {result['sparsity']:.4f} of the parameters removed, not "
-                               f"{sparsity} within {STRUCTURED_TOLERANCE}: the model has too few prunable channels "
-                               f"for that step (round_to={round_to}; round_to=1 allows finer steps)")
+        check_reached(result, sparsity)
     else:
         existing = masks_of(small)
         fusion = fuse(scores, sparsity, rule, fixed=existing)
@@ -197,7 +195,7 @@ def _file_bytes(model: nn.Module) -> int:
 
 def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
                     rule: str = "vote", structured: bool = False, example: torch.Tensor | None = None,
-                    round_to: int = 8, file_bytes: Callable[[nn.Module], float] | None = None,
+                    round_to: int | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
                     runtime: str = "onnxruntime", threads: int = 2) -> tuple[nn.Module, dict[str, Any]]:
     """The least-pruned copy of `small` that fits `budget` (see `taskcut.cut.budget`), and a report:
     the budget, the figure reached and the sparsity chosen. `small` holds the selected tasks and

@@ -80,3 +80,38 @@ def test_wide_layers_keep_multiples_of_eight(synth_dir: Path) -> None:
     wide = {n: c for n, c in convs.items() if original[n] >= 32 and not n.endswith("conv3")}
     assert wide and all(c % 8 == 0 for c in wide.values()), wide
     assert any(c < original[n] for n, c in wide.items())
+
+
+class _Coarse(torch.nn.Module):
+    """Few wide layers: keeping multiples of 8 of their 32 channels moves the parameter count in big steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.mid = torch.nn.Conv2d(32, 32, 7, padding=3)
+        self.seg = torch.nn.Conv2d(32, 4, 1)
+        self.depth = torch.nn.Conv2d(32, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = torch.relu(self.mid(torch.relu(self.stem(x))))
+        return {"seg": self.seg(f), "depth": self.depth(f)}
+
+
+def test_out_of_reach_at_round_to_8_falls_back_to_single_channels(capsys: pytest.CaptureFixture) -> None:
+    """0.5 is out of reach keeping multiples of 8 channels; left unset, rounding falls back to single channels
+    (and says so); set by the user, it is kept and the refusal names it."""
+    import taskcut
+    from taskcut import Task
+    from taskcut.errors import TaskcutError
+
+    torch.manual_seed(0)
+    tasks = {"seg": Task.segmentation(4), "depth": Task.depth()}
+    data = [{"image": torch.rand(2, 3, 16, 16), "seg": torch.randint(0, 4, (2, 16, 16)),
+             "depth": torch.rand(2, 1, 16, 16) + 0.5}]
+    with pytest.raises(TaskcutError, match=r"reached 0.4335 .* keeping multiples of 8 channels \(round_to=1"):
+        taskcut.prune_model(_Coarse(), tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True, round_to=8)
+    model = _Coarse()
+    total = sum(p.numel() for p in model.parameters())
+    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True)
+    assert abs(1 - sum(p.numel() for p in small.parameters()) / total - 0.5) <= 0.01
+    assert "single channels were kept instead" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -224,15 +225,36 @@ def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list
     return keeps
 
 
+#: Channels kept in multiples of this in wide layers when the caller does not say (fast on CPUs).
+DEFAULT_ROUND_TO = 8
+
+
+def check_reached(result: dict[str, Any], sparsity: float) -> None:
+    """Say how the sparsity was reached (a rounding fallback), or refuse in one line when it was not."""
+    if result.get("note"):
+        from ..progress import console
+
+        console.print(f"structured: {result['note']}", highlight=False, soft_wrap=True)
+    if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
+        how = ("even keeping single channels" if result.get("round_to", 1) == 1 else
+               f"keeping multiples of {result['round_to']} channels (round_to=1 allows finer steps)")
+        raise TaskcutError(f"structured pruning reached {result['sparsity']:.4f} of the parameters removed, not "
+                           f"{sparsity} within {STRUCTURED_TOLERANCE}, {how}: the model has too few prunable "
+                           "channels for that; nothing written")
+
+
 def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sparsity: float,
-                     rule: str = "vote", round_to: int = 8) -> dict[str, float]:
+                     rule: str = "vote", round_to: int | None = None) -> dict[str, Any]:
     """Remove channels of `model` in place; returns the achieved figures.
 
     A masked model (a compact file, an imported pruned checkpoint) keeps its zeros as masks.
     Groups whose layers couple to the channels other than one to one are left whole and
     listed under `left_whole`; a result that no longer runs is an error, never returned.
     Groups of at least 4 x `round_to` channels keep a multiple of `round_to` channels
-    (1 turns this off): the same parameter budget then runs markedly faster on CPUs.
+    (1 turns this off): the same parameter budget then runs markedly faster on CPUs. When the
+    caller leaves `round_to` unset (8) and the sparsity is out of reach at that rounding (a
+    small model whose few wide layers move in big steps), single channels are used instead,
+    and the result says so (`round_to`, `note`).
     """
     check_sparsity(sparsity)
     parsed = parse_rule(rule, len(scores))
@@ -259,6 +281,9 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
                 ranks[task].append(rank[start:start + len(p)])
                 start += len(p)
 
+    auto = round_to is None
+    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
+
     def removed(r: float) -> tuple[int, list[torch.Tensor]]:
         keeps = _keep_sets(groups, parsed, r, ranks, sizes, round_to)
         return total - counter.count([int(k.sum()) for k in keeps], channels), keeps
@@ -279,6 +304,14 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
 
     target = sparsity * total
     predicted, keeps = closest(target)
+    note = None
+    if auto and round_to > 1 and abs(predicted - target) > STRUCTURED_TOLERANCE * total:
+        coarse = predicted
+        round_to = 1
+        predicted, keeps = closest(target)
+        note = (f"a sparsity of {sparsity} is out of reach keeping multiples of {DEFAULT_ROUND_TO} channels "
+                f"({coarse / total:.4f} at best): single channels were kept instead (slower on CPUs than "
+                f"multiples of {DEFAULT_ROUND_TO})")
     for _ in range(3 if not exact else 0):
         # attention and bare parameters make the count an estimate: prune a copy, measure, correct
         trial = copy.deepcopy(model)
@@ -294,7 +327,8 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
     _check_runs(model, example)
     after = sum(p.numel() for p in model.parameters())
     achieved = 1.0 - after / total
-    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved, "left_whole": left_whole}
+    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved, "left_whole": left_whole,
+            "round_to": round_to, "note": note}
 
 
 def _cut(graph, groups: list[_Group], keeps: list[torch.Tensor]) -> None:

@@ -19,6 +19,7 @@ rule is monotone in r, so no lookup table is needed.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -102,6 +103,33 @@ def descending_ranks(values: torch.Tensor) -> torch.Tensor:
     return rank
 
 
+#: Recently ranked tasks: (their score tensors, held so their ids stay theirs) -> (normalised, ranks). A fleet
+#: prunes many devices from one scores file, and a budget search fuses one selection many times: each task's
+#: scores are sorted once, not once per device and trial.
+_RANKED: "OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]]" = OrderedDict()
+_RANKED_MAX_ELEMENTS = 16_000_000  # about 400 MB with the scores held: full-size models are not cached
+
+
+def _task_ranks(task: str, per_param: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A task's scores over its weights, normalised by their total, and each one's descending rank."""
+    key = (task, tuple((n, id(s)) for n, s in per_param.items()))
+    hit = _RANKED.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], per_param.values())):
+        _RANKED.move_to_end(key)
+        return hit[1], hit[2]
+    flat = torch.cat([s.reshape(-1).double() for s in per_param.values()])
+    total = float(flat.sum())
+    if total <= 0 or not math.isfinite(total):
+        raise TaskcutError(f"task {task!r} has no positive importance scores (total {total}); check its data")
+    flat = flat / total
+    rank = descending_ranks(flat)
+    if len(rank) <= _RANKED_MAX_ELEMENTS:
+        _RANKED[key] = (tuple(per_param.values()), flat, rank)
+        while sum(len(v[2]) for v in _RANKED.values()) > _RANKED_MAX_ELEMENTS:
+            _RANKED.popitem(last=False)
+    return flat, rank
+
+
 class _Ranks:
     """Per task, each weight's rank (0 = most important) among the weights that task depends on."""
 
@@ -114,12 +142,7 @@ class _Ranks:
         self.size: dict[str, int] = {}
         self.normalised: dict[str, dict[str, torch.Tensor]] = {}
         for t, per_param in scores.items():
-            flat = torch.cat([s.reshape(-1).double() for s in per_param.values()])
-            total = float(flat.sum())
-            if total <= 0 or not math.isfinite(total):
-                raise TaskcutError(f"task {t!r} has no positive importance scores (total {total}); check its data")
-            flat = flat / total
-            rank = descending_ranks(flat)
+            flat, rank = _task_ranks(t, per_param)
             self.size[t] = len(rank)
             self.rank[t], self.normalised[t] = {}, {}
             start = 0

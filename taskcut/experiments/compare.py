@@ -256,14 +256,12 @@ def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], sp
 def _structured(model: torch.nn.Module, scores, sparsity: float, rule: str,
                 train_set: DataSet) -> tuple[float, dict[str, float]]:
     """Remove whole channels in place; the achieved sparsity and each layer's share of parameters removed."""
-    from ..compact.structured import STRUCTURED_TOLERANCE, structured_prune
+    from ..compact.structured import check_reached, structured_prune
 
     before = {n: p.numel() for n, p in model.named_parameters() if p.dim() > 1}
     example = train_set.batch(torch.tensor([0]))["image"].to(next(model.parameters()).device)
     result = structured_prune(model, example, scores, sparsity, rule)
-    if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
-        raise TaskcutError(f"structured pruning reached sparsity {result['sparsity']:.4f}, not {sparsity}: the model "
-                           "has too few channels for that")
+    check_reached(result, sparsity)
     after = {n: p.numel() for n, p in model.named_parameters()}
     return result["sparsity"], {n: 1.0 - after[n] / size for n, size in before.items() if n in after}
 

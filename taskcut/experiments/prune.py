@@ -101,11 +101,16 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
     small = select(model, chosen)
     existing = masks_of(small)  # a compact or imported pruned model: its zeros stay zero and count
     specs = small.config.task_specs()
-    dataset = open_for_tasks(data, "train", specs)
-    specs = with_class_weights(specs, dataset)
-    if batches * batch_size > len(dataset):
-        raise TaskcutError(f"asked for {batches} batches of {batch_size} ({batches * batch_size} images), "
-                           f"but the train split holds {len(dataset)}")
+    dataset = None
+    if scores_file is None:  # scores from a file need no data: only an example image, read if needed
+        dataset = open_for_tasks(data, "train", specs)
+        specs = with_class_weights(specs, dataset)
+        if batches * batch_size > len(dataset):
+            raise TaskcutError(f"asked for {batches} batches of {batch_size} ({batches * batch_size} images), "
+                               f"but the train split holds {len(dataset)}")
+
+    def first_image() -> torch.Tensor:
+        return (dataset if dataset is not None else open_for_tasks(data, "train", specs)).batch(torch.tensor([0]))["image"]
 
     start = time.perf_counter()
     if scores_file is not None:
@@ -121,10 +126,10 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
             return None
     seconds = time.perf_counter() - start
     if budget is not None:
-        return _finish_budget(base, spec, model, small, dataset, scores, chosen, budget, rule, out, data, batches,
+        return _finish_budget(base, spec, model, small, first_image, scores, chosen, budget, rule, out, data, batches,
                               batch_size, seconds, structured, runtime, threads, size)
     if structured:
-        return _finish_structured(base, spec, model, small, dataset, scores, chosen, sparsity, rule, out, data,
+        return _finish_structured(base, spec, model, small, first_image, scores, chosen, sparsity, rule, out, data,
                                   batches, batch_size, seconds)
     fusion = fuse(scores, sparsity, rule, fixed=existing)
     unmask(small)
@@ -158,7 +163,7 @@ def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
             "source_sha256": file_sha256(base)}
 
 
-def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,
+def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, first_image,
                    scores, chosen: list[str], budget: str, rule: str, out: Path, data: str, batches: int,
                    batch_size: int, seconds: float, structured: bool, runtime: str, threads: int,
                    size: tuple[int, int] | None) -> PruneSummary:
@@ -167,7 +172,7 @@ def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, sma
     from ..compact.masking import masks_of
 
     device = next(small.parameters()).device
-    example = (torch.rand(1, 3, *size) if size else dataset.batch(torch.tensor([0]))["image"]).to(device)
+    example = (torch.rand(1, 3, *size) if size else first_image()).to(device)
     provenance = {**_provenance(base, spec), "method": "cut-structured" if structured else "cut", "tasks": chosen,
                   "rule": rule, "budget": budget, "score_batches": batches, "score_batch_size": batch_size,
                   "data": data}
@@ -189,18 +194,16 @@ def _finish_budget(base: Path, spec: dict[str, Any], model: torch.nn.Module, sma
     )
 
 
-def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, dataset,
+def _finish_structured(base: Path, spec: dict[str, Any], model: torch.nn.Module, small: torch.nn.Module, first_image,
                        scores, chosen: list[str], sparsity: float, rule: str, out: Path, data: str, batches: int,
                        batch_size: int, seconds: float) -> PruneSummary:
     """Channel-level CUT: remove whole channels, save the smaller dense model (masked zeros stay masked)."""
-    from ..compact.structured import STRUCTURED_TOLERANCE, structured_prune
+    from ..compact.structured import check_reached, structured_prune
 
     before = {n: p.numel() for n, p in small.named_parameters()}
-    example = dataset.batch(torch.tensor([0]))["image"].to(next(small.parameters()).device)
+    example = first_image().to(next(small.parameters()).device)
     result = structured_prune(small, example, scores, sparsity, rule)  # keeps the existing zeros masked
-    if abs(result["sparsity"] - sparsity) > STRUCTURED_TOLERANCE:
-        raise TaskcutError(f"structured pruning reached sparsity {result['sparsity']:.4f}, not {sparsity} within "
-                           f"{STRUCTURED_TOLERANCE}: the model has too few channels for that; nothing written")
+    check_reached(result, sparsity)
     provenance = {**_provenance(base, spec), "method": "cut-structured", "tasks": chosen, "rule": rule,
                   "sparsity": sparsity, "achieved_sparsity": result["sparsity"], "score_batches": batches,
                   "score_batch_size": batch_size, "data": data}

@@ -101,6 +101,22 @@ def scoring_settings(path: Path) -> dict[str, Any]:
     return dict(meta["settings"])
 
 
+#: The tensors of the scores file read last, kept while the file is unchanged: a fleet prunes every device
+#: from one file, and the same tensor objects let `fuse` sort each task's scores once (`fuse._task_ranks`).
+_HELD: dict[tuple, dict[str, torch.Tensor]] = {}
+#: Scores files up to this size are held (full-size models' files are read each time instead).
+HOLD_BYTES = 256 << 20
+
+
+def _held(path: Path) -> dict[str, torch.Tensor]:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _HELD:
+        _HELD.clear()
+        _HELD[key] = {}
+    return _HELD[key]
+
+
 def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[str, Any],
                 params: Mapping[str, torch.Tensor], base_sha256: str | None = None) -> Scores:
     """The scores of `tasks` for the weights in `params`, after checking the file belongs to `base`
@@ -131,10 +147,13 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
                 raise TaskcutError(f"{path} lacks {len(absent)} of the score tensors it lists (first: {absent[0]}); "
                                    "the file is damaged: score again")
             out: Scores = {t: {} for t in tasks}
+            held = _held(path)
             for key in keys:
                 task, _, name = key.partition("|")
                 if task in out and name in params:
-                    value = f.get_tensor(key)
+                    value = held[key] if key in held else f.get_tensor(key)
+                    if path.stat().st_size <= HOLD_BYTES:
+                        held[key] = value
                     if value.shape != params[name].shape:
                         raise TaskcutError(f"{path}: the score of {name} has shape {tuple(value.shape)}, the weight "
                                            f"{tuple(params[name].shape)}")
