@@ -41,6 +41,7 @@ def _run(tree: Path, out: Path, cache: Path) -> float:
 
 def _figures(out: Path) -> dict:
     result = json.loads((out / "results.json").read_text())
+    print(f"  seconds: {json.dumps({k: round(v) for k, v in result['seconds'].items()})}", flush=True)
     devices = [{k: d.get(k) for k in FIGURES} for d in result["devices"]]
     comparison = [{k: r.get(k) for k in ("method", "sparsity", "delta_T", "delta_T_vs_control")}
                   for r in result["comparison"]]
@@ -83,11 +84,13 @@ def main() -> None:
     old, new = statistics.median(times["old"]), statistics.median(times["new"])
     print(f"\ncold demo, median: previous release ({args.old}) {old:.0f} s, this tree {new:.0f} s; "
           f"ratio new/old {new / old:.2f} (target <= 0.4)")
-    same = all(f == figures[0] for f in figures)
-    print(f"this tree's figures identical on its {len(figures)} cold runs: {same}")
-    if not same:
-        for i, f in enumerate(figures):
-            print(json.dumps(f))
+    same = [name for name in ("devices", "comparison") if all(f[name] == figures[0][name] for f in figures)]
+    print(f"this tree's figures identical on its {len(figures)} cold runs: {', '.join(same) or 'none'}")
+    for device in figures[0]["devices"]:
+        varying = sorted({k for f in figures for d in f["devices"] if d["device"] == device["device"]
+                          for k, v in d.items() if v != device[k]})
+        print(f"  {device['device']}: {'identical' if not varying else 'differs in ' + ', '.join(varying)}")
+    print(json.dumps(figures[0]))
 
 
 if __name__ == "__main__":
