@@ -208,6 +208,11 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     from .deploy.bench import count_macs, latencies
     from .deploy.export import baked
 
+    from .compact.structured import DEFAULT_ROUND_TO
+
+    # the search measures what each sparsity gives, so no fallback to single channels is needed (their
+    # ragged widths run slower, which a latency budget would pay for)
+    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     parsed = parse_budget(budget)
     if parsed.kind in STRUCTURED_ONLY and not structured:
         raise TaskcutError(f"a {parsed.kind} budget needs structured pruning: unstructured zeros change neither "

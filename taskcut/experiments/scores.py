@@ -86,9 +86,8 @@ def _write(out: Path, base_sha256: str, settings: dict[str, Any], scores: Scores
     return {**meta, "tensors": len(tensors), "bytes": out.stat().st_size}
 
 
-def scoring_settings(path: Path) -> dict[str, Any]:
-    """The scoring settings (data, batches, batch size) a scores file records, for `prune --scores`."""
-    path = Path(path)
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A scores file's metadata, with one clear line for anything that is not a readable scores file."""
     if not path.is_file():
         raise TaskcutError(f"scores file {path} does not exist")
     try:
@@ -98,7 +97,12 @@ def scoring_settings(path: Path) -> dict[str, Any]:
         raise TaskcutError(f"{path} is not a readable scores file ({str(exc).splitlines()[0]})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("settings"), dict):
         raise TaskcutError(f"{path} is not a taskcut scores file (write one with `taskcut score`)")
-    return dict(meta["settings"])
+    return meta
+
+
+def scoring_settings(path: Path) -> dict[str, Any]:
+    """The scoring settings (data, batches, batch size) a scores file records, for `prune --scores`."""
+    return dict(_read_meta(Path(path))["settings"])
 
 
 #: The tensors of the scores file read last, kept while the file is unchanged: a fleet prunes every device
@@ -122,14 +126,10 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
     """The scores of `tasks` for the weights in `params`, after checking the file belongs to `base`
     (its file's hash, or `base_sha256` for an own model's base) and was made with `settings`."""
     path = Path(path)
-    if not path.is_file():
-        raise TaskcutError(f"scores file {path} does not exist")
+    meta = _read_meta(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get(META_KEY, "null") or "null")
             keys = list(f.keys())
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise TaskcutError(f"{path} is not a taskcut scores file (write one with `taskcut score`)")
             if meta.get("base_sha256") != (base_sha256 or file_sha256(base)):
                 raise TaskcutError(f"{path} holds scores of another base model than {base}; score this one")
             if meta.get("settings") != dict(settings):
@@ -141,18 +141,19 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
             listed = meta.get("tensor_names")
             if not isinstance(listed, dict) or any(not isinstance(listed.get(t), list) for t in meta["tasks"]):
                 raise TaskcutError(f"{path} does not list its tensors (written by an older taskcut): score again")
-            held = set(keys)
-            absent = [f"{t}|{n}" for t in meta["tasks"] for n in listed[t] if f"{t}|{n}" not in held]
+            present = set(keys)
+            absent = [f"{t}|{n}" for t in meta["tasks"] for n in listed[t] if f"{t}|{n}" not in present]
             if absent:
                 raise TaskcutError(f"{path} lacks {len(absent)} of the score tensors it lists (first: {absent[0]}); "
                                    "the file is damaged: score again")
             out: Scores = {t: {} for t in tasks}
             held = _held(path)
+            hold = path.stat().st_size <= HOLD_BYTES
             for key in keys:
                 task, _, name = key.partition("|")
                 if task in out and name in params:
                     value = held[key] if key in held else f.get_tensor(key)
-                    if path.stat().st_size <= HOLD_BYTES:
+                    if hold:
                         held[key] = value
                     if value.shape != params[name].shape:
                         raise TaskcutError(f"{path}: the score of {name} has shape {tuple(value.shape)}, the weight "
