@@ -30,8 +30,8 @@ Trust = Union[bool, Iterable[str], None]
 #: (everything trusted, the references trusted one by one) for the code running now.
 _TRUSTED: ContextVar[tuple[bool, frozenset[str]]] = ContextVar("taskcut_trusted", default=(False, frozenset()))
 
-HOW_TO_TRUST = ("pass the --config YAML that names it, or --trust-code if you trust the file's author "
-                "(Python: taskcut.load(path, trust=True))")
+HOW_TO_TRUST = ("pass the own-model YAML that names it with --config (prune, score, finetune, evaluate, export), "
+                "or --trust-code if you trust the file's author (Python: taskcut.load(path, trust=True))")
 
 
 class UntrustedCode(TaskcutError):
