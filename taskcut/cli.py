@@ -91,6 +91,11 @@ def _clean_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Options many commands share, declared once.
+_DEVICE = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0.")
+_FORCE = typer.Option(False, help="Replace an existing output file.")
+_QUIET = typer.Option(False, help="No progress bars or progress lines.")
+
 #: On every command that opens a model file: a file is data unless the user says otherwise.
 _TRUST_CODE = typer.Option(False, "--trust-code", help="Import and run the factory and task functions the model "
                            "file names (off: a model file is data, and opening one runs no code it names; an own "
@@ -146,7 +151,7 @@ def data_synth(
     size: tuple[int, int] = typer.Option((64, 64), help="Image height and width."),
     seed: int = typer.Option(0, help="Base seed; a scene is a function of (seed, split, index)."),
     force: bool = typer.Option(False, help="Replace a non-empty output folder."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    quiet: bool = _QUIET,
 ) -> None:
     """Render the embedded synthetic multi-task scenes to DIR."""
     from .data.store import write_synth
@@ -195,9 +200,9 @@ def train(
     steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
     checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
     resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
-    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+    device: str = _DEVICE,
     force: bool = typer.Option(False, help="Replace existing output files."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = _QUIET,
 ) -> None:
     """Train a base multi-task model; the best checkpoint is chosen on the validation split (torchrun-ready)."""
     from .config import load_config
@@ -276,9 +281,9 @@ def prune_cmd(
                                                         "file's)."),
     scores: Optional[Path] = typer.Option(None, help="Scores written by `taskcut score` for this model: no forward "
                                                      "or backward pass is run; its scoring settings are used."),
-    device: str = typer.Option("cpu", help="torch device."),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = _DEVICE,
+    force: bool = _FORCE,
+    quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
@@ -341,9 +346,9 @@ def score_cmd(
     batches: int = typer.Option(50, help="Batches to score."),
     batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; an own model's "
                                                         "data factory makes its batches)."),
-    device: str = typer.Option("cpu", help="torch device."),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = _DEVICE,
+    force: bool = _FORCE,
+    quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score every task of a model once (one forward per batch, one backward per task), for `prune --scores`."""
@@ -372,8 +377,8 @@ def score_cmd(
 def fleet_cmd(
     fleet_file: Path = typer.Argument(..., help="The fleet YAML: base model, data, settings, devices."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the devices' models, fleet.csv and fleet.html."),
-    device: str = typer.Option("cpu", help="torch device."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    device: str = _DEVICE,
+    quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score once, then prune every device to its budget, fine-tune, evaluate, export and bench; resumable."""
@@ -419,9 +424,9 @@ def finetune_cmd(
                                                       "from, as its provenance records)."),
     checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
     resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
-    device: str = typer.Option("cpu"),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = _DEVICE,
+    force: bool = _FORCE,
+    quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
@@ -476,8 +481,8 @@ def evaluate_cmd(
     out_file: Optional[Path] = typer.Option(None, "--out", help="JSON file to write."),
     metrics: str = typer.Option("standard", help="standard (pixel-level over the split) or adashare (the "
                                                  "papers' conventions, to compare with their tables)."),
-    device: str = typer.Option("cpu"),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
+    device: str = _DEVICE,
+    force: bool = _FORCE,
     quiet: bool = typer.Option(False, help="No progress bar (for the control's fine-tuning)."),
     trust_code: bool = _TRUST_CODE,
 ) -> None:
@@ -545,8 +550,8 @@ def compare_cmd(
     distill_temperature: float = typer.Option(1.0, help="With distill: softening of class outputs."),
     distill_features: float = typer.Option(0.0, help="With distill: weight of matching the trunk's features "
                                                      "(unstructured only)."),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    device: str = _DEVICE,
+    quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Compare pruning methods at equal sparsity and fine-tuning budget; resumable."""
@@ -597,7 +602,7 @@ def import_cmd(
     preset: Optional[str] = typer.Option(None, help="Take head dilations, dropout and loss weights from a preset, "
                                                     "e.g. nyuv2 (default: the papers' 6,12,18,24 and weights 1)."),
     config: Optional[Path] = typer.Option(None, help="The same from a YAML config."),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
+    force: bool = _FORCE,
 ) -> None:
     """Import a reference SceneNet checkpoint (read weights-only; pruned masks kept) as a taskcut model."""
     from .config import load_config
@@ -624,7 +629,7 @@ def export_cmd(
                                                               "no data (default 64 64)."),
     config: Optional[Path] = typer.Option(None, help="An own model's YAML: its train batches calibrate, its "
                                           "test batches check and evaluate."),
-    force: bool = typer.Option(False, help="Replace an existing output file."),
+    force: bool = _FORCE,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Export for an edge runtime with outputs named by task; run in that runtime against eager PyTorch."""
@@ -721,8 +726,8 @@ def _is_model_file(path: Path) -> bool:
 def demo_cmd(
     out_dir: Path = typer.Option(Path("taskcut-demo"), "--out", help="Folder for report.html, report.md and "
                                                                        "the devices' models."),
-    device: str = typer.Option("cpu"),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    device: str = _DEVICE,
+    quiet: bool = _QUIET,
 ) -> None:
     """The main job on the embedded synth scenes: one five-task model pruned for three devices, exported,
     benched and compared; report.html."""
