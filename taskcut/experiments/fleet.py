@@ -42,8 +42,6 @@ from ..models.io import zoo_spec
 from ..progress import console
 
 
-
-
 class Device(Strict):
     #: A folder name under --out: letters, digits, `_`, `-` and `.`, but not `.` or `..` alone.
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")

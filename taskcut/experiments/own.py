@@ -39,8 +39,6 @@ from ..models.own import build_from_factory, import_callable
 from ..tasks import Task, TaskSpec
 
 
-
-
 class OwnModel(Strict):
     factory: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
