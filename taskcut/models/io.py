@@ -209,15 +209,20 @@ def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Mo
     return model.to(device).eval()
 
 
+def _header(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from the file's header alone (nothing allocated)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+
+
 def _check_header(path: Path, model: nn.Module, spec: dict[str, Any]) -> None:
     """Every tensor the spec's architecture needs is in the file with its shape (a masked one as a
     packed mask of the right size), read from the header alone: a spec cannot make loading
     allocate more than the file holds."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+    header = _header(path)
     masked = spec.get("masked") or {}
     if not isinstance(masked, dict):
         raise TaskcutError(f"{path}: the spec's masked weights are not a mapping")
@@ -259,11 +264,7 @@ def _check_recorded_shapes(path: Path, structure: Any, masked: Any) -> None:
     shapes = structure.get("shapes", {}) if isinstance(structure, dict) else None
     if not isinstance(shapes, dict) or not isinstance(masked, dict):
         raise TaskcutError(f"{path}: the spec's structure is malformed")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TaskcutError(f"{path}: its tensors cannot be read ({exc})") from exc
+    header = _header(path)
     for name, shape in shapes.items():
         if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                   for v in shape):
