@@ -28,7 +28,8 @@ from .cut.select import check_tasks, select
 from .data.dataset import to_device
 from .errors import TaskcutError
 from .models.own import TASKS_ATTR
-from .tasks import TaskSpec, delta_t
+from .tasks import TaskSpec
+from .tasks.dense import delta_fields
 
 Transform = Callable[[Any], Mapping[str, torch.Tensor]]
 
@@ -326,10 +327,7 @@ def evaluate_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
     if baseline is not None:
         base = _metrics(baseline, named, data, device)
         report["baseline"] = {"metrics": base}
-        try:
-            report["baseline"].update(delta_t(report["metrics"], base, named).to_dict())
-        except ValueError as exc:
-            report["baseline"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+        report["baseline"].update(delta_fields(report["metrics"], base, named))
     return report
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file

@@ -225,7 +225,7 @@ def evaluate_file_against(runner: Runner, form: Format, model: nn.Module, tasks:
                           specs: Mapping[str, TaskSpec], evaluation: Iterable[Any]) -> dict[str, Any]:
     """Metrics of the exported file (run in its runtime) and of the eager model, and delta_T of the file
     against the eager model, on every batch of `evaluation`."""
-    from ..tasks.dense import delta_t
+    from ..tasks.dense import delta_fields
     from ..train.evaluate import evaluate_predictor
 
     chosen = {t: specs[t] for t in tasks if t in specs}
@@ -241,10 +241,7 @@ def evaluate_file_against(runner: Runner, form: Format, model: nn.Module, tasks:
         file_metrics = evaluate_predictor(exported, evaluation, chosen)
         eager_metrics = evaluate_predictor(eager, evaluation, chosen)
     result: dict[str, Any] = {"metrics": file_metrics, "eager_fp32": eager_metrics}
-    try:
-        result.update(delta_t(file_metrics, eager_metrics, chosen).to_dict())
-    except ValueError as exc:
-        result.update({"delta_T": None, "delta_T_undefined": str(exc)})
+    result.update(delta_fields(file_metrics, eager_metrics, chosen))
     return result
 
 

@@ -300,7 +300,7 @@ def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline
     tasks and fine-tuned with the model's own schedule (`own_control`, trained once and cached)."""
     from ..api import evaluate_model
     from ..models import load, read_spec
-    from ..tasks.dense import delta_t
+    from ..tasks.dense import delta_fields
 
     model, tasks = _own_file(model_file, cfg)
     base = None
@@ -314,10 +314,7 @@ def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline
         metrics = evaluate_model(control_model.to(device), tasks, cfg.split(split), transform=cfg.transform(),
                                  device=device)["metrics"]
         report["control"] = {"model": str(path), "metrics": metrics, "finetune": schedule}
-        try:
-            report["control"].update(delta_t(report["metrics"], metrics, tasks).to_dict())
-        except ValueError as exc:  # a control metric of 0: the relative change is undefined
-            report["control"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+        report["control"].update(delta_fields(report["metrics"], metrics, tasks))
     return {"model": str(model_file), "split": split, **report}
 
 

@@ -24,7 +24,7 @@ from ..fileio import check_writable, file_sha256, write_text
 from ..tasks.floors import synth_floors
 from ..models import count_parameters, load, read_spec, save
 from ..cut.select import select
-from ..tasks.dense import CONVENTIONS, SegmentationMetrics, delta_t
+from ..tasks.dense import CONVENTIONS, SegmentationMetrics, delta_fields
 from ..train.fit import fit, train
 from ..tasks.trivial import trivial_metrics
 
@@ -233,10 +233,7 @@ def evaluate_file(model_path: Path, data: str, split: str = "test", baseline: Pa
             raise TaskcutError(f"baseline {baseline} has no task(s) {', '.join(missing)}")
         base_metrics = evaluate(select(base, list(specs)), dataset, specs, device=device, convention=convention)
         report["baseline"] = {"model": str(baseline), "metrics": base_metrics}
-        try:
-            report["baseline"].update(delta_t(metrics, base_metrics, specs).to_dict())
-        except ValueError as exc:  # a baseline metric of 0: the relative change is undefined; keep the metrics
-            report["baseline"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+        report["baseline"].update(delta_fields(metrics, base_metrics, specs))
         schedule = _finetune_schedule(read_spec(model_path)) if control else None
         if schedule is not None:
             cfg, ft_data, crop = schedule
@@ -245,10 +242,7 @@ def evaluate_file(model_path: Path, data: str, split: str = "test", baseline: Pa
                                        convention=convention)
             report["control"] = {"model": str(control_path), "metrics": control_metrics,
                                  "finetune": cfg.model_dump()}
-            try:
-                report["control"].update(delta_t(metrics, control_metrics, specs).to_dict())
-            except ValueError as exc:
-                report["control"].update({"delta_T": None, "delta_T_undefined": str(exc)})
+            report["control"].update(delta_fields(metrics, control_metrics, specs))
     if out is not None:
         write_text(Path(out), json.dumps(report, indent=2))
     return report

@@ -680,6 +680,16 @@ class DeltaReport:
         return {"delta_T": self.delta_t, "per_task": dict(self.per_task)}
 
 
+def delta_fields(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
+                 tasks: Mapping[str, TaskSpec]) -> dict[str, object]:
+    """`delta_t(...).to_dict()` for a report; where a reference metric is 0 the relative change is undefined,
+    and the report says why (`delta_T` None, `delta_T_undefined`) instead of failing, keeping the metrics."""
+    try:
+        return delta_t(metrics, reference, tasks).to_dict()
+    except ValueError as exc:
+        return {"delta_T": None, "delta_T_undefined": str(exc)}
+
+
 def delta_t(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, Mapping[str, float]],
             tasks: Mapping[str, TaskSpec]) -> DeltaReport:
     """delta_T of `metrics` against `baseline` over the tasks in `tasks` (see the module doc)."""
