@@ -14,7 +14,8 @@ keeps at least one channel. The result is a plain, smaller dense model.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,16 +26,9 @@ from .masking import remask_zeros, unmask
 from ..errors import TaskcutError
 from ..cut.fuse import Rule, check_sparsity, descending_ranks, parse_rule
 from ..cut.score import Scores
+from . import tracing
 
 STRUCTURED_TOLERANCE = 0.01
-
-
-def _tp():
-    try:
-        import torch_pruning as tp
-    except ImportError as exc:  # an optional dependency: only structured pruning needs it
-        raise TaskcutError("structured pruning needs torch-pruning (pip install 'torch-pruning>=1.6,<1.7')") from exc
-    return tp
 
 
 @dataclass
@@ -45,6 +39,7 @@ class _Group:
     scores: dict[str, torch.Tensor]          # task -> importance per channel (only tasks that use the group)
     heads: int = 1                           # > 1: the channels are an attention embedding of `heads` heads
     attention: nn.Module | None = None       # an attention module (not nn.MultiheadAttention) whose sizes follow
+    name: str = ""                           # the root layer's name
 
 
 def _attention_owners(model: nn.Module) -> dict[int, tuple[nn.Module, int]]:
@@ -122,26 +117,67 @@ def _head_outputs(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return producers
 
 
-def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
-    tp = _tp()
+def _unsafe(graph: Any, group: Any, channels: int, unwrapped: dict[int, int]) -> str | None:
+    """Why cutting this group's channels could break the forward or scramble what it computes, or None."""
+    for dep, idxs in group:
+        module = dep.target.module
+        if len(idxs) != channels:
+            return "couples to its channels other than one to one"  # a reshape into heads, say
+        if isinstance(module, nn.Module):
+            pruner = graph.get_pruner_of_module(module)
+            size = None if pruner is None else (
+                pruner.get_out_channels(module) if graph.is_out_channel_pruning_fn(dep.handler)
+                else pruner.get_in_channels(module))
+            if size is not None and max(_idx(i) for i in idxs) >= size:
+                return "maps onto a layer of another width"  # a flatten or reshape between them
+        if isinstance(module, nn.Parameter):
+            dim = unwrapped.get(id(module))
+            if dim is None or module.shape[dim] != channels:
+                return "couples to a parameter of another size"  # a relative-position bias table per head
+        elif isinstance(module, nn.Conv2d) and 1 < module.groups and not (
+                module.groups == module.in_channels == module.out_channels):
+            return "feeds a grouped convolution"  # channels must go by whole groups
+        elif isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+            return "feeds a GroupNorm"
+    return None
+
+
+@dataclass
+class _Search:
+    """What every trace of one structured pruning shares: its input, the scores, the time left, the
+    roots a trial cut found breaking (`skip`) and the roots whose channel search failed (`failed`)."""
+
+    example: torch.Tensor
+    scores: Scores
+    deadline: float
+    skip: frozenset[str] = frozenset()
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _groups(model: nn.Module, search: _Search):
+    example, scores, skip = search.example, search.scores, search.skip
+    tp = tracing.torch_pruning()
     names = {m: n for n, m in model.named_modules()}
     param_names = {id(p): n for n, p in model.named_parameters()}
     owners = _attention_owners(model)
     ignored = _head_outputs(model, example)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    traced = tracing.build(model, example, search.deadline)
+    graph = traced.graph
+    unwrapped = {id(p): dim for p, dim in graph.unwrapped_parameters}
     out_fns = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
     in_fns = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
     groups: list[_Group] = []
     controls: dict[str, list[int]] = {}
     exact = True  # False: the group holds layers whose parameter count the counter only estimates
-    left_whole: list[str] = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+    left_whole = traced.left_whole
+    for group in tracing.groups(traced, ignored, names, search.deadline, search.failed):
         root_dep, root_idxs = group[0]
         channels = len(root_idxs)
-        if any(len(idxs) != channels for _, idxs in group):
-            # a layer couples to these channels other than one to one (a reshape into heads, say):
-            # cutting them could scramble what the forward computes, so the group stays whole
-            left_whole.append(names.get(root_dep.target.module, str(root_dep.target)))
+        root_name = names.get(root_dep.target.module, str(root_dep.target))
+        why = "it broke the forward when cut" if root_name in skip else _unsafe(graph, group, channels, unwrapped)
+        if why is not None:
+            # cutting these channels could break the forward or scramble what it computes: left whole
+            left_whole.append(f"{root_name} ({why})")
             continue
         per_task: dict[str, torch.Tensor] = {}
         seen: set[tuple[int, object]] = set()
@@ -191,11 +227,12 @@ def _groups(model: nn.Module, example: torch.Tensor, scores: Scores):
                     per_task[task] = per_task.get(task, torch.zeros(channels, dtype=torch.float64)) + contribution.double()
         if heads > 1:  # one score per dimension within a head, summed over the heads
             per_task = {task: s.view(heads, channels // heads).sum(0) for task, s in per_task.items()}
-        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention))
+        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention,
+                             root_name))
     params = dict(model.named_parameters())
     counter = _Counter(sum(p.numel() for n, p in params.items() if n not in controls),
                        [(params[n].numel(), gs) for n, gs in controls.items()])
-    return graph, groups, counter, exact and not owners, left_whole
+    return traced, groups, counter, exact and not owners, left_whole
 
 
 def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list[torch.Tensor]],
@@ -261,82 +298,194 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
     if parsed.name == "score-sum":
         raise TaskcutError("score-sum is not available for structured pruning; use vote, majority, union or intersection")
     masked = list(unmask(model))  # torch-pruning edits plain weights; masks come back from the zeros after
-    with evaluating(model):  # tracing runs forwards: BatchNorm statistics must not move
-        graph, groups, counter, exact, left_whole = _groups(model, example, scores)
-    channels = [g.channels for g in groups]
-    total = sum(p.numel() for p in model.parameters())
-    ranks: dict[str, list[torch.Tensor]] = {}
-    sizes: dict[str, int] = {}
-    for task in scores:
-        parts = [g.scores.get(task) for g in groups]
-        flat = torch.cat([p for p in parts if p is not None])
-        flat = flat / flat.sum().clamp(min=1e-30)
-        rank = descending_ranks(flat)
-        sizes[task] = len(rank)
-        ranks[task], start = [], 0
-        for p in parts:
-            if p is None:
-                ranks[task].append(torch.empty(0, dtype=torch.int64))
-            else:
-                ranks[task].append(rank[start:start + len(p)])
-                start += len(p)
-
+    search = _Search(example, scores, time.monotonic() + tracing.GRAPH_SECONDS)
+    with torch.no_grad(), evaluating(model):
+        shapes = _output_shapes(model, example)
     auto = round_to is None
-    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
+    total = sum(p.numel() for p in model.parameters())
+    target = sparsity * total
+    for _ in range(MAX_REPLANS):
+        plan = _Plan(model, search, parsed, DEFAULT_ROUND_TO if auto else round_to)
+        predicted, keeps = plan.closest(target)
+        note = None
+        if auto and plan.round_to > 1 and abs(predicted - target) > STRUCTURED_TOLERANCE * total:
+            coarse = predicted
+            plan.round_to = 1
+            predicted, keeps = plan.closest(target)
+            note = (f"a sparsity of {sparsity} is out of reach keeping multiples of {DEFAULT_ROUND_TO} channels "
+                    f"({coarse / total:.4f} at best): single channels were kept instead (slower on CPUs than "
+                    f"multiples of {DEFAULT_ROUND_TO})")
+        broken = _breaking(model, search, keeps, shapes, plan.groups)
+        if not broken:
+            break
+        search.skip = search.skip | broken  # leave those groups whole and plan again: the others take up the cut
+    else:
+        raise TaskcutError(f"structured pruning could not find channels of {type(model).__name__} that cut "
+                           "safely; prune it unstructured")
+    for _ in range(3 if not plan.exact else 0):
+        # attention and bare parameters make the count an estimate: prune a copy, measure, correct
+        trial = _trial(model, search, keeps)
+        if trial is None:
+            break
+        actual = total - sum(p.numel() for p in trial.parameters())
+        if abs(actual - target) <= 0.25 * STRUCTURED_TOLERANCE * total or actual <= 0:
+            break
+        corrected = plan.closest(target * max(predicted, 1) / actual)
+        if _trial(model, search, corrected[1]) is None:
+            break  # a correction that would break the forward is not taken
+        predicted, keeps = corrected
+    _cut(plan.traced, plan.groups, keeps)
+    remask_zeros(model, masked)
+    _check_runs(model, example, shapes)
+    after = sum(p.numel() for p in model.parameters())
+    achieved = 1.0 - after / total
+    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved,
+            "left_whole": plan.left_whole, "round_to": plan.round_to, "note": note}
 
-    def removed(r: float) -> tuple[int, list[torch.Tensor]]:
-        keeps = _keep_sets(groups, parsed, r, ranks, sizes, round_to)
-        return total - counter.count([int(k.sum()) for k in keeps], channels), keeps
 
-    def closest(target: float) -> tuple[int, list[torch.Tensor]]:
+#: Times the plan is made again after a trial cut found groups that break the forward.
+MAX_REPLANS = 4
+
+
+class _Plan:
+    """The coupled channel groups of a model, ranked per task, and the keep sets for a target count."""
+
+    def __init__(self, model: nn.Module, search: _Search, rule: Rule, round_to: int) -> None:
+        scores = search.scores
+        with evaluating(model):  # tracing runs forwards: BatchNorm statistics must not move
+            self.traced, self.groups, self.counter, self.exact, self.left_whole = _groups(model, search)
+        self.rule, self.round_to = rule, round_to
+        self.channels = [g.channels for g in self.groups]
+        self.total = sum(p.numel() for p in model.parameters())
+        self.ranks: dict[str, list[torch.Tensor]] = {}
+        self.sizes: dict[str, int] = {}
+        for task in scores:
+            parts = [g.scores.get(task) for g in self.groups]
+            present = [p for p in parts if p is not None]
+            flat = torch.cat(present) if present else torch.zeros(0, dtype=torch.float64)
+            flat = flat / flat.sum().clamp(min=1e-30)
+            rank = descending_ranks(flat)
+            self.sizes[task] = len(rank)
+            self.ranks[task], start = [], 0
+            for p in parts:
+                if p is None:
+                    self.ranks[task].append(torch.empty(0, dtype=torch.int64))
+                else:
+                    self.ranks[task].append(rank[start:start + len(p)])
+                    start += len(p)
+
+    def removed(self, r: float) -> tuple[int, list[torch.Tensor]]:
+        keeps = _keep_sets(self.groups, self.rule, r, self.ranks, self.sizes, self.round_to)
+        return self.total - self.counter.count([int(k.sum()) for k in keeps], self.channels), keeps
+
+    def closest(self, target: float) -> tuple[int, list[torch.Tensor]]:
+        """The keep sets whose predicted removed count is nearest `target`: bisection on the keep ratio,
+        then, when its steps are too coarse to land within the tolerance (a few wide attention groups
+        move a small model in big steps), single channels of the lowest priority are removed on top of
+        the nearest set below the target."""
         lo, hi = 0.0, 1.0
-        best = removed(1.0)
+        best = below = self.removed(1.0)
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            cur = removed(mid)
+            cur = self.removed(mid)
             if abs(cur[0] - target) < abs(best[0] - target):
                 best = cur
+            if below[0] < cur[0] <= target:
+                below = cur
             if cur[0] > target:
                 lo = mid
             else:
                 hi = mid
-        return best
+        if abs(best[0] - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
+            return best
+        refined = self._fill(below[1], target)
+        return refined if abs(refined[0] - target) < abs(best[0] - target) else best
 
-    target = sparsity * total
-    predicted, keeps = closest(target)
-    note = None
-    if auto and round_to > 1 and abs(predicted - target) > STRUCTURED_TOLERANCE * total:
-        coarse = predicted
-        round_to = 1
-        predicted, keeps = closest(target)
-        note = (f"a sparsity of {sparsity} is out of reach keeping multiples of {DEFAULT_ROUND_TO} channels "
-                f"({coarse / total:.4f} at best): single channels were kept instead (slower on CPUs than "
-                f"multiples of {DEFAULT_ROUND_TO})")
-    for _ in range(3 if not exact else 0):
-        # attention and bare parameters make the count an estimate: prune a copy, measure, correct
-        trial = copy.deepcopy(model)
-        with evaluating(trial):
-            trial_graph, trial_groups, *_ = _groups(trial, example, scores)
-        _cut(trial_graph, trial_groups, keeps)
-        actual = total - sum(p.numel() for p in trial.parameters())
-        if abs(actual - target) <= 0.25 * STRUCTURED_TOLERANCE * total or actual <= 0:
-            break
-        predicted, keeps = closest(target * max(predicted, 1) / actual)
-    _cut(graph, groups, keeps)
-    remask_zeros(model, masked)
-    _check_runs(model, example)
-    after = sum(p.numel() for p in model.parameters())
-    achieved = 1.0 - after / total
-    return {"parameters_before": total, "parameters_after": after, "sparsity": achieved, "left_whole": left_whole,
-            "round_to": round_to, "note": note}
+    def _fill(self, keeps: list[torch.Tensor], target: float) -> tuple[int, list[torch.Tensor]]:
+        """Remove further channels, lowest fused priority first, from groups that move one channel at a
+        time (no heads, below the rounding width), until the removed count is nearest `target`."""
+        candidates: list[tuple[float, int, int]] = []
+        for gi, (g, keep) in enumerate(zip(self.groups, keeps)):
+            if g.heads > 1 or not g.scores or (self.round_to > 1 and g.channels >= 4 * self.round_to):
+                continue
+            total = sum(s / s.sum().clamp(min=1e-30) for s in g.scores.values())
+            kept = torch.nonzero(keep).flatten()
+            order = kept[torch.argsort(total[kept], stable=True)][:-1]  # never the group's last channel
+            candidates.extend((float(total[c]), gi, int(c)) for c in order)
+        candidates.sort(key=lambda c: c[0])
+
+        def dropped(k: int) -> tuple[int, list[torch.Tensor]]:
+            out = [k_.clone() for k_ in keeps]
+            for _, gi, c in candidates[:k]:
+                out[gi][c] = False
+            return self.total - self.counter.count([int(k_.sum()) for k_ in out], self.channels), out
+
+        lo, hi = 0, len(candidates)
+        while lo < hi:  # the fewest extra channels whose removal reaches the target
+            mid = (lo + hi) // 2
+            if dropped(mid)[0] >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        options = [dropped(k) for k in {max(lo - 1, 0), lo}]
+        return min(options, key=lambda o: abs(o[0] - target))
 
 
-def _cut(graph, groups: list[_Group], keeps: list[torch.Tensor]) -> None:
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    from ..cut.decompose import task_outputs
+
+    return {t: tuple(v.shape) for t, v in task_outputs(model(example)).items()}
+
+
+def _trial(model: nn.Module, search: _Search, keeps: list[torch.Tensor], subset: set[int] | None = None,
+           shapes: dict[str, tuple[int, ...]] | None = None) -> nn.Module | None:
+    """A pruned copy of `model` (only the groups in `subset`, or all), or None when cutting them breaks
+    the forward or changes an output's shape."""
+    trial = copy.deepcopy(model)
+    with evaluating(trial):
+        traced, groups, *_ = _groups(trial, search)
+    chosen = [k if subset is None or i in subset else torch.ones_like(k) for i, k in enumerate(keeps)]
+    try:
+        _cut(traced, groups, chosen)
+        with torch.no_grad(), evaluating(trial):
+            got = _output_shapes(trial, search.example)
+    except TaskcutError:
+        raise
+    except Exception:  # noqa: BLE001 — the cut or the forward failed: these groups do not cut safely
+        return None
+    if shapes is not None and got != shapes:
+        return None
+    return trial
+
+
+def _breaking(model: nn.Module, search: _Search, keeps: list[torch.Tensor], shapes: dict[str, tuple[int, ...]],
+              groups: list[_Group]) -> frozenset[str]:
+    """The root names of the groups whose cut breaks the forward (found by halving the set of cut groups)."""
+    cut = [i for i, k in enumerate(keeps) if not bool(k.all())]
+    if not cut or _trial(model, search, keeps, set(cut), shapes) is not None:
+        return frozenset()
+    broken: set[int] = set()
+    pending = [cut]
+    while pending:
+        part = pending.pop()
+        if len(part) == 1:
+            broken.update(part)
+            continue
+        halves = [part[: len(part) // 2], part[len(part) // 2:]]
+        failing = [h for h in halves if _trial(model, search, keeps, set(h), shapes) is None]
+        if not failing:  # only together do they break it: leave them all whole
+            broken.update(part)
+        pending.extend(failing)
+    return frozenset(groups[i].name for i in broken)
+
+
+def _cut(traced: tracing.Graph, groups: list[_Group], keeps: list[torch.Tensor]) -> None:
     """Remove every channel outside its group's keep set (and follow with attention sizes)."""
     for g, keep in zip(groups, keeps):
         drop = torch.nonzero(~keep).flatten().tolist()
         if drop:
-            graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+            with tracing.guarded(traced):
+                traced.graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
             if g.attention is not None:
                 _resize_attention(g.attention, g.heads, g.channels, int(keep.sum()))
 
@@ -354,11 +503,13 @@ def _resize_attention(module: nn.Module, heads: int, before: int, after: int) ->
             setattr(module, attr, after)
 
 
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
-    """Never hand back a model that no longer runs."""
+def _check_runs(model: nn.Module, example: torch.Tensor, shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Never hand back a model that no longer runs or whose outputs changed shape."""
     try:
         with torch.no_grad(), evaluating(model):
-            model(example)
+            got = _output_shapes(model, example)
+        if shapes is not None and got != shapes:
+            raise ValueError(f"its outputs changed shape: {got} instead of {shapes}")
     except Exception as exc:
         raise TaskcutError(f"structured pruning left {type(model).__name__} unable to run ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); prune it unstructured or "
