@@ -42,9 +42,11 @@ class _Group:
     name: str = ""                           # the root layer's name
 
 
-def _attention_owners(model: nn.Module) -> dict[int, tuple[nn.Module, int]]:
-    """Linear layers inside an attention module that is not `nn.MultiheadAttention` (a `transformers`
-    one, a user's): found by the module's head count (`num_heads` / `num_attention_heads`)."""
+def _attention_owners(model: nn.Module, example: torch.Tensor) -> dict[int, tuple[nn.Module, int]]:
+    """Linear layers that compute queries, keys or values inside an attention module that is not
+    `nn.MultiheadAttention` (a `transformers` one, a user's): found by the module's head count
+    (`num_heads` / `num_attention_heads`). The output projection (the last linear the module runs)
+    is not one: its outputs are the embedding, not a head layout."""
     owners: dict[int, tuple[nn.Module, int]] = {}
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
@@ -54,6 +56,23 @@ def _attention_owners(model: nn.Module) -> dict[int, tuple[nn.Module, int]]:
             for child in module.modules():
                 if isinstance(child, nn.Linear):
                     owners[id(child)] = (module, heads)
+    if not owners:
+        return owners
+    order: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(id(mod)))
+             for m in model.modules() if id(m) in owners]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    last: dict[int, int] = {}
+    for linear in order:
+        last[id(owners[linear][0])] = linear
+    for linear in last.values():
+        if sum(1 for o in owners.values() if o[0] is owners[linear][0]) > 1:
+            del owners[linear]
     return owners
 
 
@@ -159,7 +178,7 @@ def _groups(model: nn.Module, search: _Search):
     tp = tracing.torch_pruning()
     names = {m: n for n, m in model.named_modules()}
     param_names = {id(p): n for n, p in model.named_parameters()}
-    owners = _attention_owners(model)
+    owners = _attention_owners(model, example)
     ignored = _head_outputs(model, example)
     traced = tracing.build(model, example, search.deadline)
     graph = traced.graph
@@ -427,8 +446,22 @@ class _Plan:
                 hi = mid
             else:
                 lo = mid + 1
-        options = [dropped(k) for k in {max(lo - 1, 0), lo}]
-        return min(options, key=lambda o: abs(o[0] - target))
+        best = min((dropped(k) for k in {max(lo - 1, 0), lo}), key=lambda o: abs(o[0] - target))
+        if lo == 0:
+            return best
+        # the channel that crosses the target may be a wide one: from just below, take further
+        # channels (by priority) only while each brings the count nearer the target
+        count, out = dropped(lo - 1)
+        for _, gi, c in candidates[lo:lo + 2000]:
+            if abs(count - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
+                break
+            out[gi][c] = False
+            trial = self.total - self.counter.count([int(k_.sum()) for k_ in out], self.channels)
+            if abs(trial - target) < abs(count - target):
+                count = trial
+            else:
+                out[gi][c] = True
+        return min([best, (count, out)], key=lambda o: abs(o[0] - target))
 
 
 def _output_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:

@@ -62,24 +62,36 @@ def select(model: nn.Module, tasks: Sequence[str], example_input: torch.Tensor |
     if chosen == list(expected):
         small = copy.deepcopy(model)
         setattr(small, SELECTION_ATTR, {"mechanism": "none", "tasks": chosen, "removed": []})
-        return small
+        return _without_dead(small, example_input)
     reasons = []
     try:
         small = _select_by_deletion(model, chosen, example_input)
         _check(small, chosen, expected, example_input)
-        return small
+        return _without_dead(small, example_input)
     except _NotApplicable as exc:
         reasons.append(f"deleting the unselected heads: {exc}")
     try:
         small = _select_traced(model, chosen)
         _check(small, chosen, expected, example_input)
         setattr(small, SELECTION_ATTR, {"mechanism": "fx", "tasks": chosen})
-        return small
+        return _without_dead(small, example_input)
     except (TaskcutError, _NotApplicable) as exc:
         reasons.append(f"torch.fx: {exc}")
     raise TaskcutError(f"cannot remove the unselected tasks from {type(model).__name__} ({'; '.join(reasons)}). "
                        "Keep the task heads in an nn.ModuleDict keyed by task name and build the output by looping "
                        "over it, e.g. {t: head(features) for t, head in self.heads.items()}")
+
+
+def _without_dead(small: nn.Module, example: torch.Tensor) -> nn.Module:
+    """Replace the submodules no chosen task reads (a pooler, an attention-pooling head) by stand-ins,
+    and record them with the selection so a saved file rebuilds the same model."""
+    from .dead import remove_dead
+
+    record = getattr(small, SELECTION_ATTR)
+    dead = remove_dead(small, example, list(record["tasks"]))
+    if dead:
+        setattr(small, SELECTION_ATTR, {**record, "dead": dead})
+    return small
 
 
 class _NotApplicable(Exception):
@@ -134,11 +146,15 @@ def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tens
 def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Repeat a recorded selection on a freshly built model (rebuilding a saved own model): the same
     entries deleted, or the same fx trace cut to the same tasks (both deterministic, names kept)."""
+    from .dead import restore_dead
+
     mechanism = record.get("mechanism")
     if mechanism in ("none", None):
+        restore_dead(model, record.get("dead", []))
         return model
     if mechanism == "fx":
         small = _select_traced(model, list(record.get("tasks", [])))
+        restore_dead(small, record.get("dead", []))
         setattr(small, SELECTION_ATTR, dict(record))
         return small
     if mechanism != "delete":
@@ -153,6 +169,7 @@ def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
             raise TaskcutError(f"the factory's model has no ModuleDict entry {name!r} to remove: it does not build "
                                "the model this file was pruned from")
         del parent[key]
+    restore_dead(model, record.get("dead", []))
     setattr(model, SELECTION_ATTR, dict(record))
     return model
 
