@@ -129,6 +129,11 @@ class HFMultiTask(nn.Module):
         model_name, config_name, kwargs, self.image, self.front = FAMILIES[family]
         config = getattr(transformers, config_name)(num_channels=3, **kwargs)
         self.encoder = getattr(transformers, model_name)(config)
+        for module in self.encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                # some families draw BatchNorm scales from N(0, 0.02): thirty of them in a row leave features
+                # of 1e-34 that no loss reaches; a trained encoder keeps its scales near 1
+                nn.init.ones_(module.weight)
         self.encoder.eval()  # a batch of one image must pass its BatchNorms
         with torch.no_grad():
             width = self._features(torch.zeros(1, 3, self.image, self.image)).shape[1]

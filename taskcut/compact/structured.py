@@ -14,6 +14,7 @@ keeps at least one channel. The result is a plain, smaller dense model.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,8 +157,6 @@ def _unsafe(graph: Any, group: Any, channels: int, unwrapped: dict[int, int]) ->
         elif isinstance(module, nn.Conv2d) and 1 < module.groups and not (
                 module.groups == module.in_channels == module.out_channels):
             return "feeds a grouped convolution"  # channels must go by whole groups
-        elif isinstance(module, nn.GroupNorm) and module.num_groups > 1:
-            return "feeds a GroupNorm"
     return None
 
 
@@ -222,6 +221,8 @@ def _groups(model: nn.Module, search: _Search):
                     key = f"{base}.{pname}"  # the embedding is both dims of the square weights
                     controls.setdefault(key, []).extend([len(groups)] * param.dim())
                     handled.add(key)
+            if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+                heads = math.lcm(heads, module.num_groups)  # cut alike in every group: each keeps its share
             prunes_inputs = fn in in_fns  # tuple membership compares with ==, as torch-pruning asks
             if id(module) in owners and fn in out_fns and channels % owners[id(module)][1] == 0:
                 attention, heads = owners[id(module)]  # queries, keys or values: same dims in every head
@@ -244,6 +245,9 @@ def _groups(model: nn.Module, search: _Search):
                     reduce = [d for d in range(s.dim()) if d != dim]
                     contribution = s.sum(dim=reduce).index_select(0, idx)
                     per_task[task] = per_task.get(task, torch.zeros(channels, dtype=torch.float64)) + contribution.double()
+        if channels % heads:  # a GroupNorm's groups and the heads do not tile the channels alike
+            left_whole.append(f"{root_name} (its channels split into {heads} groups unevenly)")
+            continue
         if heads > 1:  # one score per dimension within a head, summed over the heads
             per_task = {task: s.view(heads, channels // heads).sum(0) for task, s in per_task.items()}
         groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention,

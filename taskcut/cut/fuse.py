@@ -110,6 +110,18 @@ _RANKED: "OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch
 _RANKED_MAX_ELEMENTS = 16_000_000  # about 400 MB with the scores held: full-size models are not cached
 
 
+def _no_scores(task: str, per_param: Mapping[str, torch.Tensor], total: float) -> str:
+    """Say where the task's gradient dies: the weights are in model order, so the last one with no score
+    is the layer nearest the task's output, the first that saw no gradient or only zero inputs."""
+    if not math.isfinite(total):
+        return f"task {task!r} has importance scores that are not finite (total {total}); check its data and loss"
+    last = next(reversed(list(per_param)), None)
+    where = f": the gradient dies at {last.rpartition('.')[0] or last}, the layer nearest its output (its " \
+        "inputs are all zero, or the loss sends it no gradient)" if last else ""
+    return f"task {task!r} has no positive importance scores (total {total}){where}; check its data and the " \
+        "layers that feed it"
+
+
 def _task_ranks(task: str, per_param: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """A task's scores over its weights, normalised by their total, and each one's descending rank."""
     key = (task, tuple((n, id(s)) for n, s in per_param.items()))
@@ -120,7 +132,7 @@ def _task_ranks(task: str, per_param: Mapping[str, torch.Tensor]) -> tuple[torch
     flat = torch.cat([s.reshape(-1).double() for s in per_param.values()])
     total = float(flat.sum())
     if total <= 0 or not math.isfinite(total):
-        raise TaskcutError(f"task {task!r} has no positive importance scores (total {total}); check its data")
+        raise TaskcutError(_no_scores(task, per_param, total))
     flat = flat / total
     rank = descending_ranks(flat)
     if len(rank) <= _RANKED_MAX_ELEMENTS:

@@ -26,15 +26,38 @@ def write(wrapper: nn.Module, example: torch.Tensor, calibration: torch.Tensor |
     # the plain path is the same computation in exportable ops
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example[:1],), str(path), input_names=["image"], output_names=tasks,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        _export(wrapper, example[:1], path, tasks, axes)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
     if calibration is not None:
         quantise(path, calibration)
+
+
+#: The TorchScript exporter at opset 17 first (what every earlier file was made with); a model it cannot
+#: export (an op added in a later opset: col2im, antialiased bicubic resizing) goes through the dynamo
+#: exporter at opset 18.
+OPSETS = ((17, False), (18, True))
+
+
+def _export(wrapper: nn.Module, example: torch.Tensor, path: Path, tasks: list[str],
+            axes: dict[str, dict[int, str]]) -> None:
+    from ...errors import TaskcutError
+
+    reasons = []
+    for opset, dynamo in OPSETS:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=tasks,
+                                  dynamic_axes=axes, opset_version=opset, dynamo=dynamo,
+                                  **({"verbose": False, "report": False} if dynamo else {}))
+            return
+        except Exception as exc:  # noqa: BLE001 — the exporters raise many types; the next one is tried
+            path.unlink(missing_ok=True)
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            reasons.append(f"opset {opset} ({'dynamo' if dynamo else 'TorchScript'}): {type(exc).__name__}: {first}")
+    raise TaskcutError(f"ONNX export failed at every opset tried: {'; '.join(reasons)}")
 
 
 def quantise(path: Path, calibration: torch.Tensor) -> None:
