@@ -41,6 +41,13 @@ class _Group:
     heads: int = 1                           # > 1: the channels are an attention embedding of `heads` heads
     attention: nn.Module | None = None       # an attention module (not nn.MultiheadAttention) whose sizes follow
     name: str = ""                           # the root layer's name
+    also: list[tuple[nn.Module, object]] = field(default_factory=list)  # more roots cut alike (q, k, v)
+
+    def merge(self, other: "_Group") -> None:
+        """Cut `other`'s root with the same channels as this one's; their scores add up."""
+        self.also.append((other.root, other.root_fn))
+        for task, s in other.scores.items():
+            self.scores[task] = self.scores[task] + s if task in self.scores else s
 
 
 def _attention_owners(model: nn.Module, example: torch.Tensor) -> dict[int, tuple[nn.Module, int]]:
@@ -53,7 +60,7 @@ def _attention_owners(model: nn.Module, example: torch.Tensor) -> dict[int, tupl
         if isinstance(module, nn.MultiheadAttention):
             continue
         heads = head_count(module)
-        if heads > 1:
+        if heads >= 1:  # one head too: its head size is an attribute the forward reshapes by
             for child in module.modules():
                 if isinstance(child, nn.Linear):
                     owners[id(child)] = (module, heads)
@@ -170,6 +177,37 @@ class _Search:
     deadline: float
     skip: frozenset[str] = frozenset()
     failed: dict[str, str] = field(default_factory=dict)
+    ties: tuple[frozenset[str], ...] = ()
+    widths: dict[str, int] = field(default_factory=dict)  # broken root -> its channel count
+
+
+def _tie(groups: list[_Group], controls: dict[str, list[int]],
+         ties: tuple[frozenset[str], ...]) -> tuple[list[_Group], dict[str, list[int]]]:
+    """Merge each set of tied groups into its first: one keep set cut from all their roots (a block
+    whose forward reshapes its attention output to its input's width ties the two widths)."""
+    if not ties:
+        return groups, controls
+    index = {g.name: i for i, g in enumerate(groups)}
+    into = list(range(len(groups)))
+    for tie in ties:
+        members = sorted(index[n] for n in tie if n in index)
+        if len(members) < 2:
+            continue
+        first = groups[members[0]]
+        heads = max(groups[i].heads for i in members)
+        for i in members:
+            g = groups[i]
+            if g.heads != heads:  # a plain group cut with a head layout: its scores summed per head dim
+                g.scores = {t: v.view(heads // g.heads, -1).sum(0) for t, v in g.scores.items()}
+            g.heads = heads
+        for i in members[1:]:
+            first.merge(groups[i])
+            first.attention = first.attention or groups[i].attention
+            into[i] = members[0]
+    kept = sorted(set(into))
+    position = {old: new for new, old in enumerate(kept)}
+    merged = {key: [position[into[g]] for g in gs] for key, gs in controls.items()}
+    return [groups[i] for i in kept], merged
 
 
 def _groups(model: nn.Module, search: _Search):
@@ -199,6 +237,7 @@ def _groups(model: nn.Module, search: _Search):
             continue
         per_task: dict[str, torch.Tensor] = {}
         seen: set[tuple[int, object]] = set()
+        mine: dict[str, int] = {}  # parameter -> how many of its dims this group cuts
         heads, attention = 1, None
         handled: set[str] = set()  # parameters counted through their nn.MultiheadAttention
         for dep, idxs in group:
@@ -210,8 +249,8 @@ def _groups(model: nn.Module, search: _Search):
             exact = exact and isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm))
             if isinstance(module, nn.Parameter):  # a bare parameter (a position embedding): its last dim
                 key = param_names.get(id(module))
-                if key is not None and len(groups) not in controls.setdefault(key, []):
-                    controls[key].append(len(groups))
+                if key is not None:
+                    mine[key] = 1
                 continue
             if isinstance(module, nn.MultiheadAttention) and channels == module.embed_dim:
                 heads = module.num_heads  # the embedding is cut the same way in every head
@@ -219,7 +258,7 @@ def _groups(model: nn.Module, search: _Search):
                 for pname, param in [*module.named_parameters(recurse=False),
                                      *((f"out_proj.{n}", p) for n, p in module.out_proj.named_parameters())]:
                     key = f"{base}.{pname}"  # the embedding is both dims of the square weights
-                    controls.setdefault(key, []).extend([len(groups)] * param.dim())
+                    mine[key] = param.dim()
                     handled.add(key)
             if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
                 heads = math.lcm(heads, module.num_groups)  # cut alike in every group: each keeps its share
@@ -234,8 +273,8 @@ def _groups(model: nn.Module, search: _Search):
                 else:
                     continue
                 key = f"{names[module]}.{pname}"
-                if key not in handled and len(groups) not in controls.setdefault(key, []):
-                    controls[key].append(len(groups))
+                if key not in handled:
+                    mine[key] = 1
                 if pname != "weight" or param.dim() < 2:
                     continue
                 for task, per_param in scores.items():
@@ -250,8 +289,21 @@ def _groups(model: nn.Module, search: _Search):
             continue
         if heads > 1:  # one score per dimension within a head, summed over the heads
             per_task = {task: s.view(heads, channels // heads).sum(0) for task, s in per_task.items()}
-        groups.append(_Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention,
-                             root_name))
+        new = _Group(root_dep.target.module, root_dep.pruning_fn, channels, per_task, heads, attention, root_name)
+        same = next((i for i, g in enumerate(groups) if attention is not None and g.attention is attention
+                     and (g.channels, g.heads) == (channels, heads)), None)
+        if same is None:
+            same = len(groups)
+            groups.append(new)
+        else:
+            # queries, keys and values of one attention module: the same dims of every head go from all
+            # of them, so the module's one head size stays true for each
+            groups[same].merge(new)
+        for key, times in mine.items():
+            owned = controls.setdefault(key, [])
+            if same not in owned:
+                owned.extend([same] * times)
+    groups, controls = _tie(groups, controls, search.ties)
     params = dict(model.named_parameters())
     counter = _Counter(sum(p.numel() for n, p in params.items() if n not in controls),
                        [(params[n].numel(), gs) for n, gs in controls.items()])
@@ -341,7 +393,12 @@ def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sp
         broken = _breaking(model, search, keeps, shapes, plan.groups)
         if not broken:
             break
-        search.skip = search.skip | broken  # leave those groups whole and plan again: the others take up the cut
+        search.widths.update({g.name: g.channels for g in plan.groups if g.name in broken})
+        search.skip = search.skip | broken
+        tied = _find_ties(model, search, plan, target, shapes)
+        search.ties = search.ties + tied
+        # leave the others whole and plan again: the rest of the model takes up the cut
+        search.skip = search.skip - frozenset().union(*tied)
     else:
         raise TaskcutError(f"structured pruning could not find channels of {type(model).__name__} that cut "
                            "safely; prune it unstructured")
@@ -408,6 +465,7 @@ class _Plan:
         the nearest set below the target."""
         lo, hi = 0.0, 1.0
         best = below = self.removed(1.0)
+        above = self.removed(0.0)
         for _ in range(40):
             mid = 0.5 * (lo + hi)
             cur = self.removed(mid)
@@ -415,23 +473,56 @@ class _Plan:
                 best = cur
             if below[0] < cur[0] <= target:
                 below = cur
+            if target < cur[0] < above[0]:
+                above = cur
             if cur[0] > target:
                 lo = mid
             else:
                 hi = mid
         if abs(best[0] - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
             return best
-        refined = self._fill(below[1], target)
-        return refined if abs(refined[0] - target) < abs(best[0] - target) else best
+        options = [best, self._fill(below[1], target)]
+        if above[0] > target:
+            options.append(self._restore(above[1], target))
+        return min(options, key=lambda o: abs(o[0] - target))
+
+    def _priority(self, g: _Group) -> torch.Tensor:
+        return sum(s / s.sum().clamp(min=1e-30) for s in g.scores.values())
+
+    def _fine(self, g: _Group) -> bool:
+        """A group that may move one channel at a time: no heads, narrower than the rounding applies to."""
+        return g.heads == 1 and bool(g.scores) and not (self.round_to > 1 and g.channels >= 4 * self.round_to)
+
+    def _restore(self, keeps: list[torch.Tensor], target: float) -> tuple[int, list[torch.Tensor]]:
+        """From a set that removes too much, give back removed channels, highest priority first, while
+        each brings the count nearer `target`."""
+        out = [k.clone() for k in keeps]
+        count = self.total - self.counter.count([int(k.sum()) for k in out], self.channels)
+        candidates = []
+        for gi, g in enumerate(self.groups):
+            if self._fine(g):
+                priority = self._priority(g)
+                candidates.extend((float(priority[c]), gi, int(c)) for c in torch.nonzero(~out[gi]).flatten())
+        candidates.sort(key=lambda c: -c[0])
+        for _, gi, c in candidates[:2000]:
+            if abs(count - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
+                break
+            out[gi][c] = True
+            trial = self.total - self.counter.count([int(k.sum()) for k in out], self.channels)
+            if abs(trial - target) < abs(count - target):
+                count = trial
+            else:
+                out[gi][c] = False
+        return count, out
 
     def _fill(self, keeps: list[torch.Tensor], target: float) -> tuple[int, list[torch.Tensor]]:
         """Remove further channels, lowest fused priority first, from groups that move one channel at a
         time (no heads, below the rounding width), until the removed count is nearest `target`."""
         candidates: list[tuple[float, int, int]] = []
         for gi, (g, keep) in enumerate(zip(self.groups, keeps)):
-            if g.heads > 1 or not g.scores or (self.round_to > 1 and g.channels >= 4 * self.round_to):
+            if not self._fine(g):
                 continue
-            total = sum(s / s.sum().clamp(min=1e-30) for s in g.scores.values())
+            total = self._priority(g)
             kept = torch.nonzero(keep).flatten()
             order = kept[torch.argsort(total[kept], stable=True)][:-1]  # never the group's last channel
             candidates.extend((float(total[c]), gi, int(c)) for c in order)
@@ -495,6 +586,29 @@ def _trial(model: nn.Module, search: _Search, keeps: list[torch.Tensor], subset:
     return trial
 
 
+def _find_ties(model: nn.Module, search: _Search, plan: "_Plan", target: float,
+               shapes: dict[str, tuple[int, ...]]) -> tuple[frozenset[str], ...]:
+    """Groups that break the forward when cut alone but run when cut alike: the broken groups of one width
+    (found in this round or an earlier one), cut with one keep set, tried per width at the target."""
+    widths: dict[int, set[str]] = {}
+    for name, channels in search.widths.items():
+        if name in search.skip:
+            widths.setdefault(channels, set()).add(name)
+    found: list[frozenset[str]] = []
+    for names in widths.values():
+        if len(names) < 2:
+            continue
+        tie = frozenset(names)
+        trial_search = _Search(search.example, search.scores, search.deadline, search.skip - tie, search.failed,
+                               search.ties + (tie,))
+        trial_plan = _Plan(model, trial_search, plan.rule, plan.round_to)
+        keeps = trial_plan.closest(target)[1]
+        at = next((i for i, g in enumerate(trial_plan.groups) if g.name in tie), None)
+        if at is not None and _trial(model, trial_search, keeps, {at}, shapes) is not None:
+            found.append(tie)
+    return tuple(found)
+
+
 def _breaking(model: nn.Module, search: _Search, keeps: list[torch.Tensor], shapes: dict[str, tuple[int, ...]],
               groups: list[_Group]) -> frozenset[str]:
     """The root names of the groups whose cut breaks the forward (found by halving the set of cut groups)."""
@@ -522,7 +636,8 @@ def _cut(traced: tracing.Graph, groups: list[_Group], keeps: list[torch.Tensor])
         drop = torch.nonzero(~keep).flatten().tolist()
         if drop:
             with tracing.guarded(traced):
-                traced.graph.get_pruning_group(g.root, g.root_fn, idxs=drop).prune()
+                for root, fn in [(g.root, g.root_fn), *g.also]:
+                    traced.graph.get_pruning_group(root, fn, idxs=drop).prune()
             if g.attention is not None:
                 _resize_attention(g.attention, g.heads, g.channels, int(keep.sum()))
 
