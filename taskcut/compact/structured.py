@@ -479,8 +479,8 @@ class _Plan:
                 lo = mid
             else:
                 hi = mid
-        if abs(best[0] - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
-            return best
+        if abs(best[0] - target) <= STRUCTURED_TOLERANCE * self.total:
+            return best  # within the tolerance: the ranking's own cut, as before fills existed
         options = [best, self._fill(below[1], target)]
         if above[0] > target:
             options.append(self._restore(above[1], target))
