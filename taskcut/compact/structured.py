@@ -357,6 +357,21 @@ def check_reached(result: dict[str, Any], sparsity: float) -> None:
 
 def structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sparsity: float,
                      rule: str = "vote", round_to: int | None = None) -> dict[str, Any]:
+    """Remove channels of `model` in place; returns the achieved figures (see `_structured_prune`).
+    Whatever fails inside torch-pruning or the model's own code is a one-line `TaskcutError`
+    naming the model, never a raw exception."""
+    try:
+        return _structured_prune(model, example, scores, sparsity, rule, round_to)
+    except TaskcutError:
+        raise
+    except Exception as exc:
+        raise TaskcutError(f"structured pruning failed on {type(model).__name__} ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); prune it unstructured or "
+                           "report the model") from exc
+
+
+def _structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, sparsity: float,
+                     rule: str = "vote", round_to: int | None = None) -> dict[str, Any]:
     """Remove channels of `model` in place; returns the achieved figures.
 
     A masked model (a compact file, an imported pruned checkpoint) keeps its zeros as masks.
