@@ -237,6 +237,9 @@ def info(model_file: Path = typer.Argument(..., help="A taskcut model file."),
     if "factory" in spec["model"]:
         table.add_row("architecture", f"own model from {spec['model']['factory']} {spec['model'].get('kwargs') or ''}")
         table.add_row("tasks", ", ".join(f"{n} ({t['kind']})" for n, t in (spec.get("tasks") or {}).items()))
+        dead = (spec.get("selection") or {}).get("dead") or []
+        if dead:  # submodules no kept task reads, replaced at selection (taskcut.cut.dead)
+            table.add_row("removed as unused", ", ".join(str(d.get("name")) for d in dead if isinstance(d, dict)))
     else:
         table.add_row("architecture", f"{spec['model']['arch']} (ResNet-{spec['model']['depth']}, width "
                                       f"{spec['model']['width']})")

@@ -64,6 +64,14 @@ def test_unused_pooler_is_replaced_and_the_file_rebuilds_it(tmp_path: Path) -> N
     with torch.no_grad():
         assert torch.equal(again.eval()(x)["seg"], small.eval()(x)["seg"])
 
+    from typer.testing import CliRunner
+
+    from taskcut.cli import app
+
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "m.safetensors"), "--trust-code"])
+    assert shown.exit_code == 0, shown.output
+    assert "removed as unused" in shown.output and "pooler" in shown.output
+
 
 def test_a_module_read_without_gradient_is_kept() -> None:
     torch.manual_seed(0)
