@@ -89,3 +89,14 @@ def test_unused_pooler_is_removed(family: str) -> None:
         sum(v.float().square().mean() for v in out.values()).backward()
         dead = [n for n, p in small.named_parameters() if p.grad is None]
         assert dead == []
+
+
+def test_long_structured_work_says_what_it_does(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Trial cuts that break the forward are reported as the search goes (here from the first second)."""
+    from taskcut.compact import structured
+
+    monkeypatch.setattr(structured, "PROGRESS_AFTER_S", 0.0)
+    model = hf_encoders.hf_encoder("pvt_v2")  # its attention breaks when cut alone and is tied to its block
+    taskcut.prune_model(model, TASKS, hf_encoders.batches("pvt_v2"), keep=list(TASKS), sparsity=0.5, structured=True)
+    err = capsys.readouterr().err
+    assert "structured: a trial cut of" in err and "planning again without" in err

@@ -179,6 +179,20 @@ class _Search:
     failed: dict[str, str] = field(default_factory=dict)
     ties: tuple[frozenset[str], ...] = ()
     widths: dict[str, int] = field(default_factory=dict)  # broken root -> its channel count
+    start: float = field(default_factory=time.monotonic)
+
+    def say(self, text: str) -> None:
+        """A progress line, once the work has taken long enough to wonder about (`PROGRESS_AFTER_S`)."""
+        elapsed = time.monotonic() - self.start
+        if elapsed >= PROGRESS_AFTER_S:
+            from ..progress import console
+
+            console.print(f"structured: {text} ({elapsed:.1f} s elapsed, at most {tracing.GRAPH_SECONDS:.0f} s)",
+                          highlight=False, soft_wrap=True)
+
+
+#: Seconds after which structured pruning says what it is doing.
+PROGRESS_AFTER_S = 2.0
 
 
 def _tie(groups: list[_Group], controls: dict[str, list[int]],
@@ -422,7 +436,9 @@ def _structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, s
         trial = _trial(model, search, keeps, None, shapes)
         if trial is not None:
             break
+        search.say(f"a trial cut of {len(plan.groups)} channel groups broke the forward; finding which")
         broken = _breaking(model, search, keeps, shapes, plan.groups)
+        search.say(f"planning again without {len(broken)} group(s): {', '.join(sorted(broken))}")
         search.widths.update({g.name: g.channels for g in plan.groups if g.name in broken})
         search.skip = search.skip | broken
         tied = _find_ties(model, search, plan, target, shapes)
