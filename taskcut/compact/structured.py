@@ -28,6 +28,7 @@ from ..errors import TaskcutError
 from ..cut.fuse import Rule, check_sparsity, descending_ranks, parse_rule
 from ..cut.score import Scores
 from . import tracing
+from ..hooks import forward_hooks
 
 STRUCTURED_TOLERANCE = 0.01
 
@@ -67,14 +68,9 @@ def _attention_owners(model: nn.Module, example: torch.Tensor) -> dict[int, tupl
     if not owners:
         return owners
     order: list[int] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(id(mod)))
-             for m in model.modules() if id(m) in owners]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks([m for m in model.modules() if id(m) in owners], lambda mod, i, o: order.append(id(mod))), \
+            torch.no_grad():
+        model(example)
     last: dict[int, int] = {}
     for linear in order:
         last[id(owners[linear][0])] = linear
@@ -123,13 +119,8 @@ def _head_outputs(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
         alive.append(out.grad_fn)
         by_fn[id(out.grad_fn)] = mod
 
-    hooks = [m.register_forward_hook(remember)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
+    with forward_hooks([m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))], remember):
         outputs = model(example)
-    finally:
-        for h in hooks:
-            h.remove()
     for out in outputs.values():
         stack, seen = [out.grad_fn], set()
         while stack:  # walk back through sums/activations to the convs that write the output
@@ -561,15 +552,21 @@ class _Plan:
                 priority = self._priority(g)
                 candidates.extend((float(priority[c]), gi, int(c)) for c in torch.nonzero(~out[gi]).flatten())
         candidates.sort(key=lambda c: -c[0])
+        return self._step(out, count, candidates, True, target)
+
+    def _step(self, out: list[torch.Tensor], count: int, candidates: list[tuple[float, int, int]], keep: bool,
+              target: float) -> tuple[int, list[torch.Tensor]]:
+        """Set each candidate channel's keep flag to `keep`, in order, only where that brings the removed
+        count nearer `target` (at most 2000 tries); stop within a quarter of the tolerance."""
         for _, gi, c in candidates[:2000]:
             if abs(count - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
                 break
-            out[gi][c] = True
+            out[gi][c] = keep
             trial = self.total - self.counter.count([int(k.sum()) for k in out], self.channels)
             if abs(trial - target) < abs(count - target):
                 count = trial
             else:
-                out[gi][c] = False
+                out[gi][c] = not keep
         return count, out
 
     def _fill(self, keeps: list[torch.Tensor], target: float) -> tuple[int, list[torch.Tensor]]:
@@ -604,16 +601,8 @@ class _Plan:
         # the channel that crosses the target may be a wide one: from just below, take further
         # channels (by priority) only while each brings the count nearer the target
         count, out = dropped(lo - 1)
-        for _, gi, c in candidates[lo:lo + 2000]:
-            if abs(count - target) <= 0.25 * STRUCTURED_TOLERANCE * self.total:
-                break
-            out[gi][c] = False
-            trial = self.total - self.counter.count([int(k_.sum()) for k_ in out], self.channels)
-            if abs(trial - target) < abs(count - target):
-                count = trial
-            else:
-                out[gi][c] = True
-        return min([best, (count, out)], key=lambda o: abs(o[0] - target))
+        stepped = self._step(out, count, candidates[lo:], False, target)
+        return min([best, stepped], key=lambda o: abs(o[0] - target))
 
 
 def _output_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:

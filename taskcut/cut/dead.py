@@ -17,6 +17,7 @@ from torch import nn
 
 from ..compact.masking import plain_name
 from ..errors import TaskcutError
+from ..hooks import forward_hooks
 from .decompose import decompose, evaluating, task_outputs
 
 #: The most dimensions and elements a recorded stand-in output may have (the sizes come from a file).
@@ -77,20 +78,15 @@ def remove_dead(model: nn.Module, example: torch.Tensor, tasks: Sequence[str]) -
     if not names:
         return []
     shapes: dict[str, list[int]] = {}
+    modules = {id(model.get_submodule(n)): n for n in names}
 
-    def remember(name: str):
-        def hook(module: nn.Module, args: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.dim() >= 1 and name not in shapes:
-                shapes[name] = list(out.shape[1:])
-        return hook
+    def remember(module: nn.Module, args: Any, out: Any) -> None:
+        name = modules[id(module)]
+        if isinstance(out, torch.Tensor) and out.dim() >= 1 and name not in shapes:
+            shapes[name] = list(out.shape[1:])
 
-    hooks = [model.get_submodule(n).register_forward_hook(remember(n)) for n in names]
-    try:
-        with torch.no_grad(), evaluating(model):
-            before = task_outputs(model(example))
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks([model.get_submodule(n) for n in names], remember), torch.no_grad(), evaluating(model):
+        before = task_outputs(model(example))
     replaced = [{"name": n, "shape": shapes[n]} for n in names if n in shapes]
     originals = {r["name"]: _replace(model, r["name"], Unused(r["shape"])) for r in replaced}
     try:

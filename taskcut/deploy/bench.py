@@ -16,6 +16,7 @@ from torch import nn
 
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
+from ..hooks import forward_hooks
 from .export import TupleOutputs, baked, model_data, open_runner, record_path, training_images
 from .formats import FORMATS, RUNTIMES, format_of_file, format_of_runtime
 from ..models import load, read_spec
@@ -33,13 +34,8 @@ def count_macs(model: nn.Module, image: torch.Tensor) -> int:
         elif isinstance(mod, nn.Linear):
             total += out.numel() * mod.in_features
 
-    hooks = [m.register_forward_hook(conv) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model(image)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks([m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))], conv), torch.no_grad():
+        model(image)
     return total
 
 
