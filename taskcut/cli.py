@@ -536,17 +536,21 @@ def evaluate_cmd(
 @app.command("compare")
 @_clean_errors
 def compare_cmd(
-    base: Path = typer.Argument(..., help="The pre-trained multi-task model file."),
+    base: Optional[Path] = typer.Argument(None, help="The pre-trained multi-task model file (not with an own "
+                                                     "model's --config, which names it)."),
     tasks: str = typer.Option(..., help="Comma-separated tasks to keep, e.g. seg,depth."),
-    data: str = typer.Option(..., help="KIND:PATH, e.g. synth:DIR."),
+    data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR (not with --config)."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for results.csv/md, plots and report.html."),
     sparsities: str = typer.Option("0.3,0.5,0.7,0.9", help="Comma-separated sparsities in [0, 1)."),
     methods: str = typer.Option("cut,disparse,snip,magnitude,random", help="Comma-separated methods."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
     finetune_steps: int = typer.Option(100, help="Fine-tuning steps per cell (the same budget for every method)."),
     batches: int = typer.Option(20, help="Scoring batches."),
-    batch_size: int = typer.Option(8, help="Images per scoring batch."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; not with --config: "
+                                                        "the YAML's data makes the batches)."),
     structured: bool = typer.Option(False, help="Remove whole channels instead of single weights."),
+    config: Optional[Path] = typer.Option(None, "--config", help="An own model's YAML (factory, weights, tasks, "
+                                                                 "data) instead of a model file and --data."),
     finetunes: str = typer.Option("plain", help="Fine-tuning recipes, comma-separated: plain (labels only), "
                                                 "distill (labels + the dense model's outputs); each with its control."),
     distill_weight: float = typer.Option(1.0, help="With distill: weight of each task's distillation term."),
@@ -562,13 +566,22 @@ def compare_cmd(
     from .experiments.report import markdown, summary_table
 
     _check_device(device)
+    if config is not None:
+        _refuse_for_own({"--data": data, "--batch-size": batch_size, "the model file": base})
+        if distill_features:
+            raise TaskcutError("--distill-features is not available with --config: an own model names no trunk "
+                               "whose features could be matched")
+    else:
+        base, data = _zoo_inputs(base, data)
     spec = CompareSpec(base=base, tasks=_task_list(tasks), sparsities=parse_floats(sparsities, "--sparsities"),
-                       methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data, out=out_dir,
-                       finetune_steps=finetune_steps, batches=batches, batch_size=batch_size, structured=structured,
+                       methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data or "", out=out_dir,
+                       finetune_steps=finetune_steps, batches=batches,
+                       batch_size=8 if batch_size is None else batch_size, structured=structured,
                        finetunes=tuple(_task_list(finetunes)),
-                       distill=_distill_settings(distill_weight, distill_temperature, distill_features))
+                       distill=_distill_settings(distill_weight, distill_temperature, distill_features), config=config)
     rows = run_compare(spec, device, not quiet)
-    columns, table = summary_table(rows, _specs(base, spec.tasks))
+    columns, table = summary_table(rows, _specs(base, spec.tasks) if config is None else
+                                   _own_specs(config, spec.tasks))
     typer.echo(markdown(columns, table))
     out.print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'results.md'} and {out_dir / 'report.html'}")
 
@@ -584,6 +597,13 @@ def _distill_settings(weight: float, temperature: float, features: float) -> "Di
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         raise TaskcutError(f"--distill-{err['loc'][0]}: {err['msg']}") from None
+
+
+def _own_specs(config: Path, tasks: list[str]) -> dict:
+    from .experiments.own import load_own_config
+
+    specs = load_own_config(config).specs
+    return {t: s for t, s in specs.items() if t in tasks}
 
 
 def _specs(base: Path, tasks: list[str]) -> dict:

@@ -171,3 +171,8 @@ def batches(family: str, n: int = 2, size: int = 2, seed: int = 0) -> list[dict[
              "seg": torch.randint(0, SEG_CLASSES, (size, image, image), generator=g),
              "depth": torch.rand(size, 1, image, image, generator=g) + 0.5,
              "cls": torch.randint(0, CLS_CLASSES, (size,), generator=g)} for _ in range(n)]
+
+
+def data(family: str) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """A user's data factory for an own-model YAML: train/val/test splits of dict batches."""
+    return {split: batches(family, n=4, size=4, seed=seed) for seed, split in enumerate(("train", "val", "test"))}

@@ -527,8 +527,10 @@ class _Plan:
                 lo = mid
             else:
                 hi = mid
-        if abs(best[0] - target) <= STRUCTURED_TOLERANCE * self.total:
-            return best  # within the tolerance: the ranking's own cut, as before fills existed
+        if abs(best[0] - target) <= STRUCTURED_TOLERANCE * self.total or self.round_to > 1:
+            # within the tolerance, or rounding to wide steps (the caller falls back to single channels,
+            # or a budget search measures what it gets): the ranking's own cut, as before fills existed
+            return best
         options = [best, self._fill(below[1], target)]
         if above[0] > target:
             options.append(self._restore(above[1], target))

@@ -15,9 +15,8 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
@@ -25,25 +24,18 @@ from ..compact.masking import apply_masks, masks_of, unmask
 from ..settings import MAX_BATCH
 from .naming import CONTROL, FINETUNES, cell_name, label
 from ..config import DistillConfig, TrainConfig
-from ..data.dataset import DataSet, iterate_batches, open_for_tasks, with_class_weights
 from ..errors import TaskcutError, check_choice
-from ..train.evaluate import evaluate
-from ..fileio import file_sha256, folder_lock, read_csv, write_csv, write_text
+from ..fileio import folder_lock, read_csv, write_csv, write_text
 from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
-from ..models import load, save
-from ..models.io import zoo_spec
 from ..progress import console
-from ..cut.select import check_tasks, select
 from ..tasks.dense import TaskSpec, delta_t
-from .pipeline import dense_control
-from ..train.distill import Teacher
-from ..train.fit import fit
+from .sources import Source, check_source, open_source
 
 
 @dataclass
 class CompareSpec:
-    base: Path
+    base: Path | None
     tasks: list[str]
     sparsities: list[float]
     methods: list[str]
@@ -61,10 +53,12 @@ class CompareSpec:
     #: each method runs once per recipe, a distilled one labelled `METHOD+distill`.
     finetunes: tuple[str, ...] = ("plain",)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    #: An own model's YAML (its factory, weights, tasks and data) instead of `base` and `data`.
+    config: Path | None = None
 
 
-def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
-    """Check every input before anything is written; the tasks in the model's order and the train split."""
+def validate(spec: CompareSpec) -> list[str]:
+    """Check every input before anything is written; the tasks in the model's order."""
     check_methods(spec.methods)
     if not spec.finetunes:
         raise TaskcutError("--finetunes names no recipe; give plain, distill or both")
@@ -88,14 +82,9 @@ def validate(spec: CompareSpec) -> tuple[list[str], DataSet]:
                         (spec.finetune_batch_size, "fine-tuning batch size")):
         if not 1 <= value <= MAX_BATCH:
             raise TaskcutError(f"{what} must be between 1 and {MAX_BATCH}, got {value}")
-    model_spec = zoo_spec(spec.base)
-    tasks = check_tasks(list(model_spec["model"]["tasks"]), spec.tasks)
-    specs = {t: TaskSpec.from_dict(t, model_spec["model"]["tasks"][t]) for t in tasks}
-    train = open_for_tasks(spec.data, "train", specs)
-    if spec.batches * spec.batch_size > len(train):
-        raise TaskcutError(f"asked for {spec.batches} scoring batches of {spec.batch_size}, "
-                           f"but the train split holds {len(train)}")
-    return tasks, train
+    if (spec.base is None) == (spec.config is None):
+        raise TaskcutError("compare needs a base model file with --data, or an own model's --config (not both)")
+    return check_source(spec)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -105,20 +94,18 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) every cell, then write the tables, plots and report. One run at a time writes
     a folder: a second fails at once, naming it."""
-    tasks, train_set = validate(spec)
+    validate(spec)
     with folder_lock(spec.out, exclusive=True, what="comparing into"):
-        return _run_compare(spec, tasks, train_set, device, show_progress)
+        return _run_compare(spec, open_source(spec, device, show_progress), device, show_progress)
 
 
-def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: str,
-                 show_progress: bool) -> list[dict[str, Any]]:
+def _run_compare(spec: CompareSpec, source: Source, device: str, show_progress: bool) -> list[dict[str, Any]]:
     from .report import write_report
 
     out = spec.out
+    specs = source.specs
     (out / "models").mkdir(parents=True, exist_ok=True)
-    settings = {"base": str(spec.base), "base_sha256": file_sha256(spec.base), "tasks": tasks, "data": spec.data, "finetune_steps": spec.finetune_steps,
-                "batches": spec.batches, "batch_size": spec.batch_size, "lr": spec.lr,
-                "finetune_batch_size": spec.finetune_batch_size}
+    settings = source.settings()
     if spec.structured or "distill" in spec.finetunes:  # absent otherwise, so earlier runs stay resumable
         settings.update({"structured": spec.structured, "distill": spec.distill.model_dump()})
     settings_path = out / "settings.json"
@@ -126,16 +113,11 @@ def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: st
         raise TaskcutError(f"{out} holds results made with other settings ({settings_path}); use another --out")
     write_text(settings_path, json.dumps(settings, indent=2))
 
-    base = load(spec.base, device)
-    dense = select(base, tasks)
-    specs = with_class_weights(dense.config.task_specs(), train_set)
-    weights = {t: c.loss_weight for t, c in dense.config.tasks.items()}
-    val_set, test_set = (open_for_tasks(spec.data, split, specs) for split in ("val", "test"))
     dense_path = out / "dense.json"
     if dense_path.is_file():
         dense_metrics = json.loads(dense_path.read_text())
     else:
-        dense_metrics = evaluate(dense, test_set, specs, device=device)
+        dense_metrics = source.evaluate(source.dense)
         try:
             delta_t(dense_metrics, dense_metrics, specs)
         except ValueError as exc:
@@ -151,8 +133,7 @@ def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: st
             name = cell_name(control, 0.0, seed)
             if name not in done:
                 console.print(f"[control] {name}")
-                rows.append(_control_row(spec, tasks, specs, dense_metrics, test_set, seed, recipe, device,
-                                         show_progress))
+                rows.append(_control_row(spec, source, dense_metrics, seed, recipe))
                 write_csv(out / "results.csv", rows)
             controls[recipe, seed] = next(metrics_of(r, specs) for r in rows
                                           if r["method"] == control and int(r["seed"]) == seed)
@@ -163,11 +144,11 @@ def _run_compare(spec: CompareSpec, tasks: list[str], train_set: Any, device: st
         if name in done:
             continue
         console.print(f"[{i}/{len(cells)}] {name}")
-        row = _run_cell(spec, base, tasks, specs, weights, dense_metrics, train_set, val_set, test_set,
-                        method, recipe, sparsity, seed, device, show_progress, controls.get((recipe, seed)))
+        row = _run_cell(spec, source, dense_metrics, method, recipe, sparsity, seed, device,
+                        controls.get((recipe, seed)))
         rows.append(row)
         write_csv(out / "results.csv", rows)
-    write_report(out, rows, dense_metrics, specs, spec, dense, test_set, device)
+    write_report(out, rows, dense_metrics, specs, spec, source.dense, source.samples(), device)
     return rows
 
 
@@ -186,19 +167,22 @@ def metrics_of(row: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[st
 
 
 def _deltas(metrics, reference, specs, suffix: str = "") -> dict[str, float]:
-    delta = delta_t(metrics, reference, specs)
+    """delta_T and per-task deltas of a row; NaN where a reference metric is 0 (a control that learnt
+    nothing on a small test split): the relative change is undefined, the row's metrics stay."""
+    try:
+        delta = delta_t(metrics, reference, specs)
+    except ValueError:
+        return {f"delta_T{suffix}": math.nan, **{f"delta_{t}{suffix}": math.nan for t in specs}}
     return {f"delta_T{suffix}": delta.delta_t, **{f"delta_{t}{suffix}": v for t, v in delta.per_task.items()}}
 
 
-def _control_row(spec: CompareSpec, tasks: Sequence[str], specs, dense_metrics, test_set: DataSet, seed: int,
-                 recipe: str, device: str, show_progress: bool) -> dict[str, Any]:
+def _control_row(spec: CompareSpec, source: Source, dense_metrics, seed: int, recipe: str) -> dict[str, Any]:
     """The dense model on the same tasks with the cells' fine-tuning budget, recipe and seed (cached)."""
+    specs = source.specs
     start = time.perf_counter()
-    path = dense_control(spec.base, tasks, finetune_config(spec, seed, recipe), spec.data, None, device,
-                         show_progress)
+    model, path = source.control(finetune_config(spec, seed, recipe))
     seconds = time.perf_counter() - start
-    model = load(path, device)
-    metrics = evaluate(model, test_set, specs, device=device)
+    metrics = source.evaluate(model)
     row: dict[str, Any] = {"method": label(CONTROL, recipe), "sparsity": 0.0, "seed": seed, "achieved_sparsity": 0.0,
                            **_deltas(metrics, dense_metrics, specs), **_deltas(metrics, metrics, specs, "_control")}
     for task, values in metrics.items():
@@ -208,19 +192,18 @@ def _control_row(spec: CompareSpec, tasks: Sequence[str], specs, dense_metrics, 
     return row
 
 
-def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], specs, weights, dense_metrics,
-              train_set: DataSet, val_set: DataSet, test_set: DataSet, method: str, recipe: str, sparsity: float,
-              seed: int, device: str, show_progress: bool,
-              control_metrics: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
-    model = select(base, tasks)
+def _run_cell(spec: CompareSpec, source: Source, dense_metrics, method: str, recipe: str, sparsity: float,
+              seed: int, device: str, control_metrics: Mapping[str, Mapping[str, float]] | None = None
+              ) -> dict[str, Any]:
+    tasks, specs = source.tasks, source.specs
+    model = source.select()
     existing = masks_of(model)  # a masked base: its zeros stay zero and count towards the sparsity
-    generator = torch.Generator().manual_seed(seed)
-    batches = islice(iterate_batches(train_set, spec.batch_size, shuffle=True, generator=generator), spec.batches)
+    batches = source.scoring_batches(seed)
     name = label(method, recipe)
     start = time.perf_counter()
-    scores = method_scores(method, model, specs, weights, batches, seed=seed, device=device)
+    scores = method_scores(method, model, specs, source.weights, batches, seed=seed, device=device)
     if spec.structured:
-        achieved, per_layer = _structured(model, scores, sparsity, RULES[method], train_set)
+        achieved, per_layer = _structured(model, scores, sparsity, RULES[method], source.example())
     else:
         fusion = fuse(scores, sparsity, RULES[method], fixed=existing)
         unmask(model)
@@ -229,13 +212,10 @@ def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], sp
     score_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if spec.finetune_steps > 0:
-        cfg = finetune_config(spec, seed, recipe)
-        teacher = Teacher(select(base, tasks), cfg.distill, specs) if cfg.distill is not None else None
-        model = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label=name,
-                    teacher=teacher).model
+        model = source.finetune(model, finetune_config(spec, seed, recipe), name)
     finetune_seconds = time.perf_counter() - start
-    metrics = evaluate(model, test_set, specs, device=device)
-    path = save(model, spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",
+    metrics = source.evaluate(model)
+    path = source.save(model, spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",
                 {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks),
                  "structured": spec.structured, "finetune": recipe})
     row: dict[str, Any] = {
@@ -254,12 +234,11 @@ def _run_cell(spec: CompareSpec, base: torch.nn.Module, tasks: Sequence[str], sp
 
 
 def _structured(model: torch.nn.Module, scores, sparsity: float, rule: str,
-                train_set: DataSet) -> tuple[float, dict[str, float]]:
+                example: torch.Tensor) -> tuple[float, dict[str, float]]:
     """Remove whole channels in place; the achieved sparsity and each layer's share of parameters removed."""
     from ..compact.structured import check_reached, structured_prune
 
     before = {n: p.numel() for n, p in model.named_parameters() if p.dim() > 1}
-    example = train_set.batch(torch.tensor([0]))["image"].to(next(model.parameters()).device)
     result = structured_prune(model, example, scores, sparsity, rule)
     check_reached(result, sparsity)
     after = {n: p.numel() for n, p in model.named_parameters()}

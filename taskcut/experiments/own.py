@@ -335,6 +335,8 @@ def own_control(cfg: OwnConfig, tasks: list[str], schedule: dict[str, Any], devi
     from .scores import own_base_digest
 
     recipe = {k: schedule.get(k) for k in ("steps", "lr", "val_every", "distill")}
+    if schedule.get("seed"):  # a comparison's other seeds (seed 0 keeps the key it always had)
+        recipe["seed"] = int(schedule["seed"])
     key_data = {"base": own_base_digest(cfg), "tasks": tasks, "finetune": recipe,
                 "data": cfg.data.model_dump(mode="json")}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -347,9 +349,9 @@ def own_control(cfg: OwnConfig, tasks: list[str], schedule: dict[str, Any], devi
     distill = DistillConfig(**recipe["distill"]) if recipe["distill"] else None
     finetune_model(dense, specs, splits["train"], steps=int(recipe["steps"]), val_batches=splits.get("val"),
                    lr=float(recipe["lr"]), weights={t: cfg.weights()[t] for t in tasks},
-                   val_every=int(recipe["val_every"]), transform=cfg.transform(), device=device,
-                   show_progress=show_progress, teacher=cfg.build() if distill is not None else None,
-                   distill=distill)
+                   val_every=int(recipe["val_every"]), seed=int(recipe.get("seed") or 0), transform=cfg.transform(),
+                   device=device, show_progress=show_progress,
+                   teacher=cfg.build() if distill is not None else None, distill=distill)
     save(dense.cpu(), path, {"control": key_data}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
          tasks=specs)
     return dense, path

@@ -20,6 +20,12 @@ from ..tasks.dense import TaskSpec
 MAIN_METRIC = {"segmentation": "miou", "normal": "mean_angle", "depth": "abs_err", "keypoint": "mae", "edge": "mae"}
 
 
+def main_metric(spec: TaskSpec) -> str:
+    """The metric a report shows for a task: the zoo kinds' usual one, else the task's first metric
+    (image-level kinds, a user's custom task)."""
+    return MAIN_METRIC.get(spec.kind) or spec.metrics[0].name
+
+
 def _plt():
     import matplotlib
 
@@ -40,10 +46,10 @@ def summary_table(rows: list[dict[str, Any]], specs: Mapping[str, TaskSpec]) -> 
     columns = ["sparsity", "method", "seeds", "delta_T vs dense (%)"]
     columns += ["delta_T vs control (%)"] if controlled else []
     columns += [f"delta {t} (%)" for t in specs]
-    columns += [f"{t} {MAIN_METRIC[s.kind]}" for t, s in specs.items()]
+    columns += [f"{t} {main_metric(s)}" for t, s in specs.items()]
     columns += ["non-zero params", "file (MB)", "score (s)", "fine-tune (s)"]
     keys = ["delta_T"] + (["delta_T_control"] if controlled else []) + [f"delta_{t}" for t in specs]
-    keys += [f"{t}.{MAIN_METRIC[s.kind]}" for t, s in specs.items()]
+    keys += [f"{t}.{main_metric(s)}" for t, s in specs.items()]
     table = []
     for sparsity in sorted({r["sparsity"] for r in rows}):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -173,9 +179,10 @@ def _show(x: torch.Tensor, kind: str) -> np.ndarray:
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[str, Mapping[str, float]],
-                 specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: DataSet,
+                 specs: Mapping[str, TaskSpec], spec, dense: torch.nn.Module, test_set: DataSet | None,
                  device: str = "cpu") -> Path:
-    """results.md, the plots and report.html (images inline, no network needed)."""
+    """results.md, the plots and report.html (images inline, no network needed). Sample predictions
+    are drawn from `test_set` (a data set of the zoo's kinds); without one they are left out."""
     from .naming import CONTROLS
 
     columns, table = summary_table(rows, specs)
@@ -192,7 +199,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
     images: list[tuple[str, Path]] = [("delta_T against sparsity", plot_metric(
         rows, "delta_T", "delta_T vs dense (%)", plots / "delta_t.png", 0.0, control("delta_T")))]
     for task, s in specs.items():
-        metric = MAIN_METRIC[s.kind]
+        metric = main_metric(s)
         images.append((f"{task}: {metric} against sparsity",
                        plot_metric(rows, f"{task}.{metric}", f"{task} {metric}", plots / f"{task}_{metric}.png",
                                    dense_metrics[task][metric], control(f"{task}.{metric}"))))
@@ -200,7 +207,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
     shown = 0.7 if 0.7 in sparsities else sparsities[-1]
     seed = int(min(r["seed"] for r in rows))
     images.append(("shared trunk: per-layer sparsity", plot_layers(out, rows, shown, seed, plots / "layers.png")))
-    for task, s in specs.items():
+    for task, s in specs.items() if test_set is not None else ():
         images.append((f"sample predictions: {task}", plot_samples(out, rows, dense, test_set, shown, seed, task, s.kind,
                                                                    plots / f"samples_{task}.png", device)))
     page = _html(columns, table, images, spec)
@@ -219,7 +226,8 @@ def _html(columns: list[str], table: list[list[str]], images: list[tuple[str, Pa
     settings = html.escape(f"tasks {', '.join(spec.tasks)}; methods {', '.join(spec.methods)}; "
                            f"{'structured (whole channels)' if spec.structured else 'unstructured'}; seeds "
                            f"{', '.join(map(str, spec.seeds))}; fine-tuning {spec.finetune_steps} steps ({recipes}); "
-                           f"scoring {spec.batches} batches of {spec.batch_size}; data {spec.data}")
+                           f"scoring {spec.batches} batches" + (f" of {spec.batch_size}; data {spec.data}" if spec.config is None
+                                                                 else f" of the data of {spec.config}"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>taskcut compare</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
