@@ -69,6 +69,36 @@ class Batches:
         return self._first[1]
 
 
+class Rebatched:
+    """A user's dict batches cut and joined into batches of `size` images (the last of a pass may be
+    smaller), re-iterable when their source is: `--batch-size` for data whose factory made its own."""
+
+    def __init__(self, batches: Iterable[Mapping[str, torch.Tensor]], size: int) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise TaskcutError(f"the batch size must be a positive integer, got {size!r}")
+        self.batches, self.size = batches, size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        held: dict[str, list[torch.Tensor]] = {}
+        count = 0
+        for batch in self.batches:
+            values = dict(batch)
+            sizes = {k: v.shape[0] if isinstance(v, torch.Tensor) and v.dim() else None for k, v in values.items()}
+            if None in sizes.values() or len(set(sizes.values())) != 1:
+                raise TaskcutError("re-batching needs every value of a batch to be a tensor with the same first "
+                                   f"(batch) dimension; got {sizes}")
+            for key, value in values.items():
+                held.setdefault(key, []).append(value)
+            count += next(iter(sizes.values()))
+            while count >= self.size:
+                joined = {k: torch.cat(v) for k, v in held.items()}
+                yield {k: v[: self.size] for k, v in joined.items()}
+                held = {k: [v[self.size:]] for k, v in joined.items()}
+                count -= self.size
+        if count:
+            yield {k: torch.cat(v) for k, v in held.items()}
+
+
 def named_tasks(tasks: Mapping[str, TaskSpec]) -> dict[str, TaskSpec]:
     """`{name: Task}` with each task carrying its name; anything else is a clear error."""
     if not isinstance(tasks, Mapping) or not tasks:

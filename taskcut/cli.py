@@ -410,7 +410,7 @@ def finetune_cmd(
     out_file: Path = typer.Option(..., "--out", help="Fine-tuned model file to write."),
     steps: int = typer.Option(300, min=1, help="Training steps."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step (default 32; an own model's "
-                                                               "data factory sets its own batches)."),
+                                                               "data factory's batches unless given)."),
     lr: float = typer.Option(5e-4, min=0.0),
     val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
     preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
@@ -424,7 +424,8 @@ def finetune_cmd(
     distill_features: float = typer.Option(0.0, min=0.0, help="Weight of matching the trunk's features (unstructured "
                                                               "zoo models; 0: outputs only)."),
     teacher: Optional[Path] = typer.Option(None, help="The dense teacher (default: the model this one was pruned "
-                                                      "from, as its provenance records)."),
+                                                      "from, as its provenance records; an own model's: its YAML's "
+                                                      "base)."),
     checkpoint_every: int = typer.Option(0, min=0, help="Write a resumable checkpoint (OUT.ckpt) every N steps."),
     resume: bool = typer.Option(False, help="Continue the run from OUT.ckpt."),
     device: str = _DEVICE,
@@ -443,10 +444,10 @@ def finetune_cmd(
     if _own(config):
         from .experiments.own import finetune_own, load_own_config
 
-        _refuse_for_own({"--data": data, "--batch-size": batch_size, "--preset": preset, "--teacher": teacher,
-                         "--resume": resume or None, "--checkpoint-every": checkpoint_every or None})
+        _refuse_for_own({"--data": data, "--preset": preset, "--resume": resume or None,
+                         "--checkpoint-every": checkpoint_every or None})
         finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet,
-                     distill=taught)
+                     distill=taught, batch_size=batch_size, teacher=teacher)
         out.print(f"fine-tuned {steps} steps; wrote {out_file}")
         return
     _, data = _zoo_inputs(model_file, data)
@@ -775,7 +776,7 @@ def demo_cmd(
 _OWN_REASONS = {
     "--data": "its YAML names the data", "the model file": "its YAML names the model",
     "--batch-size": "its data factory makes the batches", "--size": "its data gives the input size",
-    "--preset": "its YAML is the config", "--teacher": "its YAML's base model is the teacher",
+    "--preset": "its YAML is the config",
     "--resume": "own-model fine-tuning is not resumable yet",
     "--checkpoint-every": "own-model fine-tuning is not resumable yet",
     "--metrics": "own models report the standard metrics only",

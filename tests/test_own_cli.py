@@ -141,10 +141,10 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
 #: Every option an own model's --config run cannot apply, per command: refused in one line, never ignored.
 REFUSED = {
     "prune": [["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
-    "finetune": [["--data", "synth:x"], ["--batch-size", "4"], ["--preset", "nyuv2"], ["--teacher", "t.safetensors", "--distill"],
-                 ["--resume"], ["--checkpoint-every", "2"]],
+    "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"], ["--resume"], ["--checkpoint-every", "2"]],
     "evaluate": [["--data", "synth:x"], ["--metrics", "adashare"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],
+    "compare": [["--data", "synth:x"], ["--batch-size", "4"]],
 }
 
 
@@ -157,7 +157,8 @@ def test_options_that_cannot_apply_to_an_own_model_are_refused(tmp_path: Path, c
     args = {"prune": ["prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", out],
             "finetune": ["finetune", model, "--config", config, "--steps", "1", "--out", out],
             "evaluate": ["evaluate", model, "--config", config, "--baseline", "base", "--out", tmp_path / "e.json"],
-            "export": ["export", model, "--config", config, "--out", tmp_path / "m.onnx"]}[command]
+            "export": ["export", model, "--config", config, "--out", tmp_path / "m.onnx"],
+            "compare": ["compare", "--config", config, "--tasks", "seg", "--out", out]}[command]
     before = sorted(p.name for p in tmp_path.iterdir())
     _fails([*args, *option], f"{option[0]} does not apply with an own model's --config", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -188,3 +189,46 @@ def test_score_once_then_prune_subsets_from_the_file(tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     _fails(["prune", "--config", tmp_path / "other.yaml", "--tasks", "seg", "--sparsity", "0.6", "--scores", scores,
             "--out", tmp_path / "x.safetensors"], "scores of another base model", tmp_path / "x.safetensors")
+
+
+def test_finetune_an_own_model_with_a_batch_size_and_a_teacher(tmp_path: Path) -> None:
+    """`--batch-size` re-batches the data factory's batches; `--teacher` replaces the YAML's base as teacher.
+    Each changes the weights the run ends with, and the file records it."""
+    config = _config(tmp_path)
+    small = tmp_path / "small.safetensors"
+    _ok("prune", "--config", config, "--tasks", "seg,depth", "--sparsity", "0.5", "--out", small, "--quiet")
+    runs = {"plain": [], "batch": ["--batch-size", "3"], "distill": ["--distill"]}
+    torch.manual_seed(1)
+    other = own_models.FPN(8)  # a teacher with other weights than the YAML's base
+    teacher = taskcut.save(other, tmp_path / "teacher.safetensors", factory="tests.own_models:fpn",
+                           kwargs={"width": 8})
+    runs["teacher"] = ["--distill", "--teacher", str(teacher)]
+    weights = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"run-{name}.safetensors"
+        _ok("finetune", small, "--config", config, "--steps", "3", "--val-every", "3", "--out", out, "--quiet", *extra)
+        weights[name] = taskcut.load(out, trust=True).state_dict()
+        schedule = taskcut.models.read_spec(out)["provenance"]["finetune"]
+        assert schedule.get("batch_size") == (3 if name == "batch" else None)
+        assert schedule.get("teacher") == (str(teacher) if name == "teacher" else None)
+    differ = lambda a, b: any(not torch.equal(weights[a][k], weights[b][k]) for k in weights[a])  # noqa: E731
+    assert differ("plain", "batch") and differ("distill", "teacher")
+    # the control is fine-tuned like the model: re-batched the same way
+    _ok("evaluate", tmp_path / "run-batch.safetensors", "--config", config, "--baseline", "base", "--out",
+        tmp_path / "e.json")
+    control = json.loads((tmp_path / "e.json").read_text())["control"]
+    assert control["finetune"]["batch_size"] == 3
+    recorded = taskcut.models.read_spec(control["model"])["provenance"]["control"]["finetune"]
+    assert recorded["batch_size"] == 3
+
+
+def test_rebatching_keeps_every_image_in_order() -> None:
+    from taskcut.api import Rebatched
+
+    source = own_models.batches(["seg"], n=3, size=4)  # 12 images in batches of 4
+    again = list(Rebatched(source, 5))
+    assert [len(b["image"]) for b in again] == [5, 5, 2]
+    assert torch.equal(torch.cat([b["image"] for b in again]), torch.cat([b["image"] for b in source]))
+    assert torch.equal(torch.cat([b["seg"] for b in again]), torch.cat([b["seg"] for b in source]))
+    with pytest.raises(TaskcutError, match="same first"):
+        list(Rebatched([{"image": torch.zeros(2, 3), "seg": torch.zeros(3)}], 2))

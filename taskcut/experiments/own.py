@@ -265,31 +265,57 @@ def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, Ta
 
 def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: float, val_every: int,
                  force: bool = False, device: str = "cpu", show_progress: bool = True,
-                 distill: DistillConfig | None = None) -> dict[str, Any]:
+                 distill: DistillConfig | None = None, batch_size: int | None = None,
+                 teacher: Path | None = None) -> dict[str, Any]:
     """`taskcut finetune MODEL --config own.yaml`: train split, best on the val split (never test).
-    With `distill`, the YAML's dense base model teaches it."""
+    With `distill`, the YAML's dense base model teaches it (or the model file `teacher`).
+    `batch_size` re-batches the train split's batches to that many images per step."""
     from ..api import finetune_model
     from ..fileio import check_writable
-    from ..models import read_spec, save
+    from ..models import load, read_spec, save
     from ..models.own import TASKS_ATTR
 
     check_writable(out, force)
     if Path(out).resolve() == Path(model_file).resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
+    if teacher is not None and distill is None:
+        raise TaskcutError("a teacher model needs distillation settings (--distill)")
     spec = read_spec(model_file)
     model, tasks = _own_file(model_file, cfg)
     splits = cfg.splits()
-    model = finetune_model(model.to(device), tasks, splits["train"], steps=steps, val_batches=splits.get("val"),
+    train, val, transform = _fit_batches(cfg, splits, batch_size)
+    taught = None
+    if distill is not None:
+        taught = load(teacher, trust=cfg.references()) if teacher is not None else cfg.build()
+    model = finetune_model(model.to(device), tasks, train, steps=steps, val_batches=val,
                            lr=lr, weights={t: cfg.weights()[t] for t in tasks}, val_every=val_every,
-                           transform=cfg.transform(), device=device, show_progress=show_progress,
-                           teacher=cfg.build() if distill is not None else None, distill=distill)
+                           transform=transform, device=device, show_progress=show_progress,
+                           teacher=taught, distill=distill)
     setattr(model, TASKS_ATTR, tasks)
-    provenance = {**spec.get("provenance", {}), "finetune": {"steps": steps, "lr": lr, "val_every": val_every,
-                                                             "distill": distill.model_dump() if distill else None,
-                                                             "validation": "val" if "val" in splits else "none"}}
+    schedule = {"steps": steps, "lr": lr, "val_every": val_every, "distill": distill.model_dump() if distill else None,
+                "validation": "val" if "val" in splits else "none"}
+    if batch_size is not None:
+        schedule["batch_size"] = batch_size
+    if teacher is not None:
+        schedule["teacher"] = str(teacher)
+    provenance = {**spec.get("provenance", {}), "finetune": schedule}
     save(model.cpu(), out, provenance, factory=spec["model"]["factory"], kwargs=spec["model"].get("kwargs"),
          tasks=tasks)
     return {"steps": steps}
+
+
+def _fit_batches(cfg: OwnConfig, splits: dict[str, Iterable[Any]],
+                 batch_size: int | None) -> tuple[Iterable[Any], Iterable[Any] | None, Any]:
+    """Train and validation batches and the transform finetune_model applies: the data factory's
+    batches and the YAML's transform, or with `batch_size` both splits transformed here and the train
+    split re-batched to that many images per step (no transform left to apply)."""
+    from ..api import Batches, Rebatched
+
+    train, val, transform = splits["train"], splits.get("val"), cfg.transform()
+    if batch_size is None:
+        return train, val, transform
+    return (Rebatched(Batches(train, transform, what="train batches"), batch_size),
+            Batches(val, transform, what="validation batches") if val is not None else None, None)
 
 
 def evaluate_own(model_file: Path, cfg: OwnConfig, split: str = "test", baseline: Path | None = None,
@@ -335,8 +361,9 @@ def own_control(cfg: OwnConfig, tasks: list[str], schedule: dict[str, Any], devi
     from .scores import own_base_digest
 
     recipe = {k: schedule.get(k) for k in ("steps", "lr", "val_every", "distill")}
-    if schedule.get("seed"):  # a comparison's other seeds (seed 0 keeps the key it always had)
-        recipe["seed"] = int(schedule["seed"])
+    for extra in ("seed", "batch_size"):  # set only when used: the keys of earlier controls stay theirs
+        if schedule.get(extra):
+            recipe[extra] = int(schedule[extra])
     key_data = {"base": own_base_digest(cfg), "tasks": tasks, "finetune": recipe,
                 "data": cfg.data.model_dump(mode="json")}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -345,11 +372,11 @@ def own_control(cfg: OwnConfig, tasks: list[str], schedule: dict[str, Any], devi
     if path.is_file():
         return load(path, trust=cfg.references()), path
     dense = select(cfg.build().to(device), tasks, first_input(cfg, "train").to(device))
-    splits = cfg.splits()
+    train, val, transform = _fit_batches(cfg, cfg.splits(), recipe.get("batch_size"))
     distill = DistillConfig(**recipe["distill"]) if recipe["distill"] else None
-    finetune_model(dense, specs, splits["train"], steps=int(recipe["steps"]), val_batches=splits.get("val"),
+    finetune_model(dense, specs, train, steps=int(recipe["steps"]), val_batches=val,
                    lr=float(recipe["lr"]), weights={t: cfg.weights()[t] for t in tasks},
-                   val_every=int(recipe["val_every"]), seed=int(recipe.get("seed") or 0), transform=cfg.transform(),
+                   val_every=int(recipe["val_every"]), seed=int(recipe.get("seed") or 0), transform=transform,
                    device=device, show_progress=show_progress,
                    teacher=cfg.build() if distill is not None else None, distill=distill)
     save(dense.cpu(), path, {"control": key_data}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
