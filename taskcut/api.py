@@ -309,14 +309,21 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
                    val_every: int = 50, seed: int = 0, transform: Transform | None = None,
                    device: torch.device | str = "cpu", show_progress: bool = False,
                    teacher: nn.Module | None = None,
-                   distill: DistillConfig | Mapping[str, float] | None = None) -> nn.Module:
+                   distill: DistillConfig | Mapping[str, float] | None = None,
+                   checkpoint: str | Path | None = None, checkpoint_every: int = 0,
+                   resume: bool = False) -> nn.Module:
     """Fine-tune in place on the tasks' losses (weighted by `weights`, default 1); masks keep pruned
     weights at zero. With `val_batches`, the weights with the lowest validation loss are kept
     (never give the test split here); without, the last ones.
 
     With `teacher` (the dense model the compact one was pruned from; it may compute more
     tasks), each task also learns from the teacher's output: label loss + `distill["weight"]`
-    x distillation loss (`taskcut.train.distill`; default weight 1, temperature 1)."""
+    x distillation loss (`taskcut.train.distill`; default weight 1, temperature 1).
+
+    With `checkpoint` and `checkpoint_every`, the whole training state is written there every
+    that many steps; `resume=True` continues from it and gives the uninterrupted run's weights
+    when `batches` yields the same batches in the same order on every pass (a list, a data
+    factory's split, a DataLoader without shuffling)."""
     from .train.distill import Teacher
     from .train.fit import IterableStream, fit
 
@@ -341,7 +348,8 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
                       distill=settings)
     taught = Teacher(teacher.to(device), settings, named) if teacher is not None and settings is not None else None
     result = fit(model, named, dict(weights or {}), cfg, IterableStream(data), val, device, show_progress,
-                 label="finetune", teacher=taught)
+                 label="finetune", teacher=taught, checkpoint=Path(checkpoint) if checkpoint is not None else None,
+                 checkpoint_every=checkpoint_every, resume=resume)
     return result.model
 
 

@@ -444,10 +444,10 @@ def finetune_cmd(
     if _own(config):
         from .experiments.own import finetune_own, load_own_config
 
-        _refuse_for_own({"--data": data, "--preset": preset, "--resume": resume or None,
-                         "--checkpoint-every": checkpoint_every or None})
+        _refuse_for_own({"--data": data, "--preset": preset})
         finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet,
-                     distill=taught, batch_size=batch_size, teacher=teacher)
+                     distill=taught, batch_size=batch_size, teacher=teacher, resume=resume,
+                     checkpoint_every=checkpoint_every)
         out.print(f"fine-tuned {steps} steps; wrote {out_file}")
         return
     _, data = _zoo_inputs(model_file, data)
@@ -777,8 +777,6 @@ _OWN_REASONS = {
     "--data": "its YAML names the data", "the model file": "its YAML names the model",
     "--batch-size": "its data factory makes the batches", "--size": "its data gives the input size",
     "--preset": "its YAML is the config",
-    "--resume": "own-model fine-tuning is not resumable yet",
-    "--checkpoint-every": "own-model fine-tuning is not resumable yet",
     "--metrics": "own models report the standard metrics only",
 }
 

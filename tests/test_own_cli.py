@@ -141,7 +141,7 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
 #: Every option an own model's --config run cannot apply, per command: refused in one line, never ignored.
 REFUSED = {
     "prune": [["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
-    "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"], ["--resume"], ["--checkpoint-every", "2"]],
+    "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"]],
     "evaluate": [["--data", "synth:x"], ["--metrics", "adashare"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],
     "compare": [["--data", "synth:x"], ["--batch-size", "4"]],
@@ -232,3 +232,38 @@ def test_rebatching_keeps_every_image_in_order() -> None:
     assert torch.equal(torch.cat([b["seg"] for b in again]), torch.cat([b["seg"] for b in source]))
     with pytest.raises(TaskcutError, match="same first"):
         list(Rebatched([{"image": torch.zeros(2, 3), "seg": torch.zeros(3)}], 2))
+
+
+def test_resumed_own_finetuning_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """A run over a data factory's batches checkpoints (every 3 of 6 steps); a fresh copy resumed from
+    the step-3 checkpoint ends with the uninterrupted run's weights, masks and all."""
+    import copy
+
+    from taskcut.compact.masking import masks_of
+
+    tasks = {"seg": Task.segmentation(classes=6), "depth": Task.depth()}
+    data = own_models.data(["seg", "depth"])
+    small = taskcut.prune_model(own_models.fpn(), {**tasks, "normal": Task.normal()}, data["train"],
+                                keep=["seg", "depth"], sparsity=0.5)
+    start = copy.deepcopy(small)
+    ckpt = tmp_path / "run.ckpt"
+    whole = taskcut.finetune_model(small, tasks, data["train"], steps=6, val_batches=data["val"], val_every=2,
+                                   lr=1e-3, checkpoint=ckpt, checkpoint_every=3)
+    assert ckpt.is_file()  # the step-3 checkpoint (the API leaves it; the CLI removes it once done)
+    resumed = taskcut.finetune_model(start, tasks, data["train"], steps=6, val_batches=data["val"], val_every=2,
+                                     lr=1e-3, checkpoint=ckpt, checkpoint_every=3, resume=True)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert masks_of(resumed).keys() == masks_of(start).keys()
+    fresh = copy.deepcopy(start)  # not resumed: another run, other weights (the test can tell them apart)
+    taskcut.finetune_model(fresh, tasks, data["train"], steps=3, val_batches=data["val"], val_every=2, lr=1e-3)
+    assert any(not torch.equal(a[k], fresh.state_dict()[k]) for k in a)
+
+
+def test_finetune_an_own_model_resumably_from_the_command_line(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    small, out = tmp_path / "small.safetensors", tmp_path / "tuned.safetensors"
+    _ok("prune", "--config", config, "--tasks", "seg", "--sparsity", "0.5", "--out", small, "--quiet")
+    _fails(["finetune", small, "--config", config, "--steps", "4", "--out", out, "--resume"], "no checkpoint", out)
+    _ok("finetune", small, "--config", config, "--steps", "4", "--checkpoint-every", "2", "--out", out, "--quiet")
+    assert out.is_file() and not out.with_name(out.name + ".ckpt").exists()  # removed once the model is written

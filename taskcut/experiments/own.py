@@ -266,18 +266,23 @@ def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, Ta
 def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: float, val_every: int,
                  force: bool = False, device: str = "cpu", show_progress: bool = True,
                  distill: DistillConfig | None = None, batch_size: int | None = None,
-                 teacher: Path | None = None) -> dict[str, Any]:
+                 teacher: Path | None = None, resume: bool = False, checkpoint_every: int = 0) -> dict[str, Any]:
     """`taskcut finetune MODEL --config own.yaml`: train split, best on the val split (never test).
     With `distill`, the YAML's dense base model teaches it (or the model file `teacher`).
-    `batch_size` re-batches the train split's batches to that many images per step."""
+    `batch_size` re-batches the train split's batches to that many images per step. With
+    `checkpoint_every` the run is resumable (`resume`) from `<out>.ckpt`, removed once the model is
+    written; the data factory must give the same batches in the same order each pass."""
     from ..api import finetune_model
     from ..fileio import check_writable
     from ..models import load, read_spec, save
     from ..models.own import TASKS_ATTR
 
+    from .pipeline import check_checkpoint
+
     check_writable(out, force)
     if Path(out).resolve() == Path(model_file).resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
+    ckpt = check_checkpoint(Path(out), resume, force)
     if teacher is not None and distill is None:
         raise TaskcutError("a teacher model needs distillation settings (--distill)")
     spec = read_spec(model_file)
@@ -290,7 +295,8 @@ def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: fl
     model = finetune_model(model.to(device), tasks, train, steps=steps, val_batches=val,
                            lr=lr, weights={t: cfg.weights()[t] for t in tasks}, val_every=val_every,
                            transform=transform, device=device, show_progress=show_progress,
-                           teacher=taught, distill=distill)
+                           teacher=taught, distill=distill, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                           resume=resume)
     setattr(model, TASKS_ATTR, tasks)
     schedule = {"steps": steps, "lr": lr, "val_every": val_every, "distill": distill.model_dump() if distill else None,
                 "validation": "val" if "val" in splits else "none"}
@@ -301,6 +307,7 @@ def finetune_own(model_file: Path, cfg: OwnConfig, out: Path, steps: int, lr: fl
     provenance = {**spec.get("provenance", {}), "finetune": schedule}
     save(model.cpu(), out, provenance, factory=spec["model"]["factory"], kwargs=spec["model"].get("kwargs"),
          tasks=tasks)
+    ckpt.unlink(missing_ok=True)
     return {"steps": steps}
 
 

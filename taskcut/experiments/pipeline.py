@@ -43,7 +43,7 @@ def resolve_data(config: RunConfig, data: str | None, show_progress: bool = True
     return f"synth:{synth_set(config.data, show_progress)}"
 
 
-def _check_checkpoint(out: Path, resume: bool, force: bool) -> Path:
+def check_checkpoint(out: Path, resume: bool, force: bool) -> Path:
     """The run's checkpoint path; an unfinished run's checkpoint is neither ignored nor silently replaced."""
     ckpt = checkpoint_path(out)
     if ckpt.exists() and not resume and not force:
@@ -66,7 +66,7 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
     report_path = metrics_path(out)
     check_writable(out, force)
     check_writable(report_path, force)
-    ckpt = _check_checkpoint(out, resume, force)
+    ckpt = check_checkpoint(out, resume, force)
     dev = torch.device(device)
     spec = resolve_data(config, data, show_progress)
     tasks = config.model.task_specs()
@@ -119,7 +119,7 @@ def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batc
     check_writable(out, force)
     if out.resolve() == model_path.resolve():
         raise TaskcutError(f"--out {out} would overwrite the input model")
-    ckpt = _check_checkpoint(out, resume, force)
+    ckpt = check_checkpoint(out, resume, force)
     cfg = schedule or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps),
                                   seed=seed)
     if distill is not None:

@@ -78,31 +78,46 @@ class BatchStream:
 class IterableStream:
     """Batches from a user's own iterable (a DataLoader, a list of dict batches), cycled: each
     time it runs out it is iterated again. A one-shot iterator that runs out is a clear error.
-    Its position cannot be saved, so runs over it are not resumable."""
+    Its position is the count of batches taken in the current pass: a resumed run iterates the
+    source again and skips that many, which gives the uninterrupted run's batches when the source
+    yields the same batches in the same order each pass (a list, a data factory's splits, a
+    DataLoader without shuffling)."""
 
     def __init__(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
         self.batches = batches
         self.iterator = iter(batches)
         self.served = 0
+        self.pos = 0  # batches taken in the current pass
 
     def next(self, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         for attempt in range(2):
             try:
                 batch = next(self.iterator)
                 self.served += 1
+                self.pos += 1
                 return dict(batch)
             except StopIteration:
                 if attempt or self.iterator is self.batches:  # empty, or a one-shot iterator: it cannot restart
                     break
-                self.iterator = iter(self.batches)
+                self.iterator, self.pos = iter(self.batches), 0
         raise TaskcutError(f"the training batches ran out after {self.served}; give a re-iterable source (a "
                            "DataLoader or a list) or fewer steps")
 
     def state(self) -> dict[str, Any]:
-        raise TaskcutError("a run over your own batches cannot be checkpointed; use a taskcut data set to resume")
+        if self.iterator is self.batches:
+            raise TaskcutError("a run over a one-shot iterator of batches cannot be checkpointed; give a re-iterable "
+                               "source (a list, a DataLoader, a data factory's splits)")
+        return {"served": self.served, "pos": self.pos}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        self.state()
+        self.state()  # the same refusal for a one-shot source
+        served, pos = int(state["served"]), int(state["pos"])
+        self.iterator = iter(self.batches)
+        for taken in range(pos):
+            if next(self.iterator, None) is None:
+                raise TaskcutError(f"the batches hold fewer than the {pos} the checkpoint had taken in this pass "
+                                   f"(only {taken}): the data changed since; start over without --resume")
+        self.served, self.pos = served, pos
 
 
 def task_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
