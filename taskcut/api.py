@@ -301,6 +301,8 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     model = cache[sparsity][0]
     report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
               "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
+    if parsed.kind == "latency":  # where the time was measured: the runtime and threads asked for
+        report.update({"runtime": runtime, "threads": threads, "input": list(example[:1].shape)})
     return model, report
 
 

@@ -10,6 +10,9 @@ unselected tasks use) before it is accepted:
   forward that loops over a dict of heads (`{t: head(f) for t, head in self.heads.items()}`),
   whatever else it does (transformer encoders, data-dependent control flow). The module
   keeps its class and forward, so it trains, exports and reloads from the user's factory.
+  What only the unselected tasks used outside the dict (a neck they shared) is then dead:
+  the forward still computes it, nothing reads it, and it is replaced by a stand-in
+  (`taskcut.cut.dead`), as every selection's dead parts are.
 * `fx`: torch.fx traces the forward; the output is cut to the chosen tasks, dead code is
   eliminated and submodules nothing calls any more are deleted. Works for forwards that
   name each head explicitly (`self.seg_head(f)`) if fx can trace them (no data-dependent
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from ..compact.masking import plain_name
 from ..errors import TaskcutError, check_choice
 from ..models.multitask import MultiTaskModel
 from .decompose import decompose, evaluating, task_outputs
@@ -65,9 +69,13 @@ def select(model: nn.Module, tasks: Sequence[str], example_input: torch.Tensor |
         return _without_dead(small, example_input)
     reasons = []
     try:
-        small = _select_by_deletion(model, chosen, example_input)
+        small, uncovered = _select_by_deletion(model, chosen, example_input)
         _check(small, chosen, expected, example_input)
-        return _without_dead(small, example_input)
+        small = _without_dead(small, example_input)
+        left = sorted(uncovered & {plain_name(n) for n, _ in small.named_parameters()})
+        if left:  # used by unselected tasks only, outside the heads, and not dead after all: it still runs
+            raise _NotApplicable(f"{left[0]} (used by unselected tasks only) is not in an nn.ModuleDict entry")
+        return small
     except _NotApplicable as exc:
         reasons.append(f"deleting the unselected heads: {exc}")
     try:
@@ -114,7 +122,7 @@ def _check(small: nn.Module, chosen: list[str], expected: dict[str, torch.Tensor
             raise _NotApplicable(f"output {task!r} changes")
 
 
-def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tensor) -> nn.Module:
+def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tensor) -> tuple[nn.Module, set[str]]:
     decomposition = decompose(model, example)
     unselected = frozenset(decomposition.tasks) - set(chosen)
     only_unselected = {n for n, users in decomposition.users.items() if users and users <= unselected}
@@ -132,15 +140,17 @@ def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tens
         if isinstance(parent, nn.ModuleDict):
             removable.append(name)
     covered = {p for p in only_unselected if any(p.startswith(r + ".") for r in removable)}
-    if covered != only_unselected:
-        left = sorted(only_unselected - covered)
+    if not removable:
+        left = sorted(only_unselected)
         raise _NotApplicable(f"{left[0]} (used by unselected tasks only) is not in an nn.ModuleDict entry")
     small = copy.deepcopy(model)
     for name in removable:
         parent_name, _, key = name.rpartition(".")
         del small.get_submodule(parent_name)[key]
     setattr(small, SELECTION_ATTR, {"mechanism": "delete", "tasks": chosen, "removed": removable})
-    return small
+    # what only the unselected tasks used outside the heads (a neck they share) is left to the dead-part
+    # removal, once the heads that read it are gone
+    return small, only_unselected - covered
 
 
 def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
