@@ -153,9 +153,14 @@ def prune(base: Path, tasks: Sequence[str], sparsity: float | None, out: Path, d
 
 
 def _dense_bytes(model: torch.nn.Module, chosen: list[str]) -> int:
-    """File size of the same selected model saved dense: the yardstick for the compact file."""
+    """File size of the same selected model saved dense: the yardstick for the compact file. Saved from a
+    view that shares the base's modules (the trunk and the chosen heads): nothing is copied."""
+    from ..models.multitask import MultiTaskModel
+
+    config = model.config.model_copy(update={"tasks": {t: model.config.tasks[t] for t in chosen}}, deep=True)
+    view = MultiTaskModel(model.trunk, {t: model.heads[t] for t in chosen}, config)
     with tempfile.TemporaryDirectory() as tmp:
-        return save(select(model, chosen), Path(tmp) / "dense.safetensors").stat().st_size
+        return save(view, Path(tmp) / "dense.safetensors").stat().st_size
 
 
 def _provenance(base: Path, spec: dict[str, Any]) -> dict[str, Any]:

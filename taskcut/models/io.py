@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from ..errors import TaskcutError
 from ..fileio import save_tensors
 from ..trust import Trust, require_trusted, spec_references, trusting
-from .multitask import ModelConfig, MultiTaskModel, build_model
+from .multitask import ModelConfig, MultiTaskModel, build_model, shapes_only
 
 FORMAT = "taskcut.model"
 VERSION = 1
@@ -112,7 +112,7 @@ def _write(model: nn.Module, path: Path, spec: dict[str, Any], masks: Mapping[st
 
 def _changed_shapes(model: MultiTaskModel) -> dict[str, list[int]]:
     """Shapes that differ from the architecture the config builds: channels removed by structured pruning."""
-    with torch.device("meta"):
+    with shapes_only():
         reference = build_model(model.config).state_dict()
     from ..compact.masking import plain_state
 
@@ -177,7 +177,7 @@ def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Mo
             config = ModelConfig.model_validate(model_spec)
         except (ValidationError, KeyError, TypeError) as exc:
             raise TaskcutError(f"{path}: the model spec is invalid ({str(exc).splitlines()[0][:200]})") from None
-        with torch.device("meta"):  # shapes first: nothing is allocated before they match the file
+        with shapes_only():  # shapes first: nothing is allocated (or drawn) before they match the file
             model = build_model(config)
             if spec.get("shapes"):
                 from ..compact.structured import reshape_like
