@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import TaskcutError
+from .errors import TaskcutError, Terminated, on_sigterm
 
 if TYPE_CHECKING:  # the command imports its modules when it runs, for a quick start
     from .config import DistillConfig
@@ -122,14 +122,6 @@ def _fail(message: str) -> None:
 
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)  # "[deploy]" is no markup
     raise typer.Exit(2)
-
-
-class Terminated(BaseException):
-    """SIGTERM as an exception, so every `finally` (temporary files and folders) runs before exit."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
 
 
 def _check_size(size: tuple[int, int]) -> None:
@@ -863,7 +855,7 @@ def _print_base_report(report: dict) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     app()
 
 

@@ -19,3 +19,24 @@ def check_choice(available: "list[str] | tuple[str, ...]", wanted: "list[str]", 
     if len(set(wanted)) != len(wanted):
         raise TaskcutError(f"{noun} list {wanted} names a {noun} twice")
     return [a for a in available if a in wanted]
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so every `finally` (temporary files and folders) runs before exit."""
+
+
+_terminated = False
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    """The SIGTERM handler: remember the request, then raise. Native code that checks for signals may
+    swallow the exception; long loops call `check_terminated`, so the request is never lost."""
+    global _terminated
+    _terminated = True
+    raise Terminated()
+
+
+def check_terminated() -> None:
+    """Raise `Terminated` if a SIGTERM arrived (and was swallowed on its way)."""
+    if _terminated:
+        raise Terminated()

@@ -172,3 +172,15 @@ def test_devices_other_than_cpu_and_cuda_are_refused(tmp_path: Path, device: str
     result = runner.invoke(app, ["prune", str(tmp_path / "m.safetensors"), "--tasks", "seg", "--sparsity", "0.5",
                                  "--data", "synth:x", "--out", str(tmp_path / "o.safetensors"), "--device", device])
     assert result.exit_code == 2 and "cpu or cuda" in result.output
+
+
+def test_a_sigterm_that_native_code_swallowed_still_stops_the_writer(tmp_path: Path, monkeypatch) -> None:
+    """The handler remembers the request: if the exception it raised is lost inside native code (the
+    writer then ran on to exit 0 once in a full run), the next image's check raises it again."""
+    from taskcut import errors
+    from taskcut.data.store import write_synth
+
+    monkeypatch.setattr(errors, "_terminated", True)  # the state right after a swallowed Terminated
+    with pytest.raises(errors.Terminated):
+        write_synth(tmp_path / "scenes", {"train": 2, "val": 1, "test": 1}, (16, 16))
+    assert not (tmp_path / "scenes").exists() and not _leftovers(tmp_path, "scenes")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import TaskcutError
+from ..errors import TaskcutError, check_terminated
 from ..fileio import clean_stale, folder_lock, inside, temp_prefix, file_sha256
 from .synth import CLASS_NAMES, IGNORE_INDEX, SPLITS, TASKS, SynthOptions, render
 
@@ -86,6 +86,7 @@ def _write_locked(out: Path, counts: dict[str, int], height: int, width: int, se
                 stop = min(n, start + SHARD_SIZE)
                 samples = []
                 for index in range(start, stop):
+                    check_terminated()
                     samples.append(_encode(render(seed, split, index, height, width, options)))
                     if progress is not None:
                         progress(1)
@@ -95,6 +96,7 @@ def _write_locked(out: Path, counts: dict[str, int], height: int, width: int, se
                 shards.append({"file": name, "count": stop - start, "sha256": file_sha256(staging / name)})
             manifest["splits"][split] = {"count": n, "shards": shards}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        check_terminated()  # a stop asked for while native code ran is honoured before the set goes live
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=temp_prefix(out) + "old.", dir=out.parent))
             out.rename(trash / out.name)
