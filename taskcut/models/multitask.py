@@ -7,6 +7,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from typing import Literal
 
@@ -87,23 +88,30 @@ def build_model(config: ModelConfig) -> MultiTaskModel:
     return MultiTaskModel(trunk, heads, config)
 
 
+#: In-place initialisers a module's constructor calls; on meta tensors they only cost time.
+_INITIALISERS = frozenset({"normal_", "uniform_", "fill_", "zero_", "erfinv_", "clamp_", "mul_", "add_",
+                           "copy_", "bernoulli_", "exponential_", "random_"})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Initialisers on meta tensors return at once. A torch function mode: per thread, so other
+    threads building real models are untouched."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta and \
+                getattr(func, "__name__", "") in _INITIALISERS:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def shapes_only() -> Iterator[None]:
     """Build modules on the meta device without drawing initial weights: for a model whose shapes are
-    all that is read (a file's expected layout) or whose weights a file replaces. Initialising meta
-    tensors goes through PyTorch's Python reference ops, about a millisecond a layer; a fleet builds
-    such models several times per device."""
-    names = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "constant_", "ones_", "zeros_",
-             "xavier_uniform_", "xavier_normal_", "trunc_normal_")
-    saved = {n: getattr(nn.init, n) for n in names}
-    for n in names:
-        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        for n, fn in saved.items():
-            setattr(nn.init, n, fn)
+    all that is read (a file's expected layout) or whose weights a file replaces. Drawing on meta
+    tensors goes through PyTorch's Python reference ops, about a millisecond a layer, and a fleet
+    builds such models several times per device."""
+    with torch.device("meta"), _SkipMetaInit():
+        yield
 
 
 def count_parameters(model: nn.Module) -> int:
