@@ -2,8 +2,8 @@
 
 Each family (built from a small config with random weights, `tests/hf_encoders.py`) goes
 through unstructured pruning (two of three tasks at 0.7), structured pruning (all tasks at
-0.5, the parameter ratio reached), ONNX export with parity, one fine-tuning step and a
-save/load round trip. The README's prunability table is this matrix.
+0.5, the parameter ratio reached), ONNX export with parity, one fine-tuning step, an
+evaluation against the dense model and a save/load round trip. The README's prunability table is this matrix.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def test_family(family: str, tmp_path: Path) -> None:
     before = {n: p.detach().clone() for n, p in compact.named_parameters()}
     taskcut.finetune_model(compact, TASKS, data, steps=1, lr=1e-3)
     assert any(not torch.equal(before[n], p) for n, p in compact.named_parameters())
+    report = taskcut.evaluate_model(compact, TASKS, data, baseline=model)
+    assert set(report["metrics"]) == set(TASKS) and set(report["baseline"]["metrics"]) == set(TASKS)
     _round_trip(compact, tmp_path / "s.safetensors", family, x)
     assert time.monotonic() - start < ROW_SECONDS
 
