@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from ..errors import TaskcutError
 from ..fileio import save_tensors
 from ..trust import Trust, require_trusted, spec_references, trusting
-from .multitask import ModelConfig, MultiTaskModel, build_model, shapes_only
+from .multitask import ModelConfig, MultiTaskModel, build_model, layout, shapes_only
 
 FORMAT = "taskcut.model"
 VERSION = 1
@@ -112,12 +112,11 @@ def _write(model: nn.Module, path: Path, spec: dict[str, Any], masks: Mapping[st
 
 def _changed_shapes(model: MultiTaskModel) -> dict[str, list[int]]:
     """Shapes that differ from the architecture the config builds: channels removed by structured pruning."""
-    with shapes_only():
-        reference = build_model(model.config).state_dict()
     from ..compact.masking import plain_state
 
+    reference = layout(model.config)[1]
     return {k: list(v.shape) for k, v in plain_state(model).items()
-            if k in reference and tuple(reference[k].shape) != tuple(v.shape)}
+            if k in reference and reference[k] != tuple(v.shape)}
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:

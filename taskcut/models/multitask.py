@@ -49,8 +49,7 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _bounded(self) -> "ModelConfig":
         """Counted on the meta device before anything is allocated: a typo must not eat the memory."""
-        with shapes_only():
-            parameters = sum(p.numel() for p in build_model(self).parameters())
+        parameters = layout(self)[0]
         if parameters > MAX_PARAMETERS:
             raise ValueError(f"this architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
                              "taskcut builds")
@@ -112,6 +111,25 @@ def shapes_only() -> Iterator[None]:
     builds such models several times per device."""
     with torch.device("meta"), _SkipMetaInit():
         yield
+
+
+_LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, ...]]]] = {}
+
+
+def layout(config: ModelConfig) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """The parameter count and every state tensor's shape of the model `config` builds, built once per
+    config on the meta device (a fleet asks for them several times per device: files are checked
+    against them, and structured pruning's changes are recorded as the shapes that differ)."""
+    key = config.model_dump_json()
+    hit = _LAYOUTS.get(key)
+    if hit is None:
+        with shapes_only():
+            model = build_model(config)
+        hit = (sum(p.numel() for p in model.parameters()), {k: tuple(v.shape) for k, v in model.state_dict().items()})
+        if len(_LAYOUTS) >= 16:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[key] = hit
+    return hit
 
 
 def count_parameters(model: nn.Module) -> int:
