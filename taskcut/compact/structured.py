@@ -429,6 +429,7 @@ def _structured_prune(model: nn.Module, example: torch.Tensor, scores: Scores, s
             break
         search.say(f"a trial cut of {len(plan.groups)} channel groups broke the forward; finding which")
         broken = _breaking(model, search, keeps, shapes, plan.groups)
+        broken = broken.union(*(tie for tie in search.ties if tie & broken))  # a tied group goes whole together
         search.say(f"planning again without {len(broken)} group(s): {', '.join(sorted(broken))}")
         search.widths.update({g.name: g.channels for g in plan.groups if g.name in broken})
         search.skip = search.skip | broken
@@ -647,6 +648,8 @@ def _find_ties(model: nn.Module, search: _Search, plan: "_Plan", target: float,
         if len(names) < 2:
             continue
         tie = frozenset(names)
+        if tie in search.ties:  # tied once and still broke the forward with the rest: it stays whole
+            continue
         trial_search = _Search(search.example, search.scores, search.deadline, search.skip - tie, search.failed,
                                search.ties + (tie,))
         trial_plan = _Plan(model, trial_search, plan.rule, plan.round_to)
