@@ -74,8 +74,10 @@ class Rebatched:
     smaller), re-iterable when their source is: `--batch-size` for data whose factory made its own."""
 
     def __init__(self, batches: Iterable[Mapping[str, torch.Tensor]], size: int) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise TaskcutError(f"the batch size must be a positive integer, got {size!r}")
+        from .settings import MAX_BATCH
+
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
+            raise TaskcutError(f"the batch size must be an integer from 1 to {MAX_BATCH}, got {size!r}")
         self.batches, self.size = batches, size
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -232,6 +232,9 @@ def test_rebatching_keeps_every_image_in_order() -> None:
     assert torch.equal(torch.cat([b["seg"] for b in again]), torch.cat([b["seg"] for b in source]))
     with pytest.raises(TaskcutError, match="same first"):
         list(Rebatched([{"image": torch.zeros(2, 3), "seg": torch.zeros(3)}], 2))
+    for size in (0, 10 ** 9, True, 2.5):  # a size from a file's recorded schedule is bounded before use
+        with pytest.raises(TaskcutError, match="batch size must be an integer from 1 to"):
+            Rebatched(source, size)
 
 
 def test_resumed_own_finetuning_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
