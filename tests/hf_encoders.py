@@ -9,6 +9,7 @@ the encoder's pooled features. `hf_encoder(family=...)` takes only JSON keyword 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -176,3 +177,16 @@ def batches(family: str, n: int = 2, size: int = 2, seed: int = 0) -> list[dict[
 def data(family: str) -> dict[str, list[dict[str, torch.Tensor]]]:
     """A user's data factory for an own-model YAML: train/val/test splits of dict batches."""
     return {split: batches(family, n=4, size=4, seed=seed) for seed, split in enumerate(("train", "val", "test"))}
+
+
+def write_yaml(folder: Path, family: str = "deit") -> Path:
+    """The own-model YAML a user would write for `hf_encoder(family)`: factory, tasks, data factory."""
+    import yaml
+
+    tasks = {"seg": {"kind": "segmentation", "classes": SEG_CLASSES}, "depth": {"kind": "depth"},
+             "cls": {"kind": "classification", "classes": CLS_CLASSES}}
+    cfg = {"model": {"factory": "tests.hf_encoders:hf_encoder", "kwargs": {"family": family}},
+           "tasks": tasks, "data": {"factory": "tests.hf_encoders:data", "kwargs": {"family": family}}}
+    path = folder / "own.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # the tasks in the model's output order
+    return path

@@ -9,24 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 from typer.testing import CliRunner
 
 import taskcut
 from taskcut.cli import app
 from taskcut.experiments.methods import METHODS
 
+from . import hf_encoders
+
 runner = CliRunner()
-TASKS = {"seg": {"kind": "segmentation", "classes": 5}, "depth": {"kind": "depth"},
-         "cls": {"kind": "classification", "classes": 4}}
-
-
-def _config(tmp: Path) -> Path:
-    cfg = {"model": {"factory": "tests.hf_encoders:hf_encoder", "kwargs": {"family": "deit"}},
-           "tasks": TASKS, "data": {"factory": "tests.hf_encoders:data", "kwargs": {"family": "deit"}}}
-    path = tmp / "own.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+_config = hf_encoders.write_yaml
 
 
 def test_compare_an_own_model_with_every_method_and_the_control(tmp_path: Path) -> None:

@@ -12,25 +12,19 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 import taskcut
 from taskcut.cli import app
+
 from taskcut.compact.masking import masks_of
 
+from . import hf_encoders
+
 runner = CliRunner()
-TASKS = {"seg": {"kind": "segmentation", "classes": 5}, "depth": {"kind": "depth"},
-         "cls": {"kind": "classification", "classes": 4}}
-
-
 @pytest.fixture()
 def config(tmp_path: Path) -> Path:
-    cfg = {"model": {"factory": "tests.hf_encoders:hf_encoder", "kwargs": {"family": "deit"}},
-           "tasks": TASKS, "data": {"factory": "tests.hf_encoders:data", "kwargs": {"family": "deit"}}}
-    path = tmp_path / "own.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return hf_encoders.write_yaml(tmp_path)
 
 
 def _ok(*args: object) -> str:
