@@ -31,24 +31,29 @@ def main() -> None:
     torch.set_num_threads(2)
     from taskcut.compact.masking import masks_of
     from taskcut.experiments.demo import base_model
-    from taskcut.experiments.prune import prune
-    from taskcut.experiments.scores import write_scores
+    from taskcut.jobs.prune import prune
+    from taskcut.jobs.score import score
+    from taskcut.jobs.settings import PruneSettings, ScoringSettings
+    from taskcut.jobs.source import open_source
     from taskcut.models import load
 
     base, data = base_model(show_progress=False)
+    source = open_source(base, data=data)
+    scoring = ScoringSettings(batches=args.batches, batch_size=8)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         start = time.perf_counter()
-        write_scores(base, data, tmp / "scores.safetensors", args.batches, 8, show_progress=False)
+        score(source, scoring, tmp / "scores.safetensors", show_progress=False)
         once = time.perf_counter() - start
         reused, separate, equal = 0.0, 0.0, True
         for i, tasks in enumerate(DEVICES):
             a, b = tmp / f"a{i}.safetensors", tmp / f"b{i}.safetensors"
             start = time.perf_counter()
-            prune(base, tasks, 0.7, a, data, batches=args.batches, force=True, show_progress=False,
-                  scores_file=tmp / "scores.safetensors")
+            prune(source, PruneSettings(tasks=tasks, sparsity=0.7, scores=tmp / "scores.safetensors"), a, force=True,
+                  show_progress=False)
             reused += time.perf_counter() - start
-            summary = prune(base, tasks, 0.7, b, data, batches=args.batches, force=True, show_progress=False)
+            summary = prune(source, PruneSettings(tasks=tasks, sparsity=0.7, scoring=scoring), b, force=True,
+                            show_progress=False)
             separate += summary.seconds_scoring
             ma, mb = masks_of(load(a)), masks_of(load(b))
             equal &= all(torch.equal(ma[n], mb[n]) for n in ma)
@@ -63,7 +68,7 @@ def main() -> None:
 
 
 def full_latency_budget() -> None:
-    from taskcut.api import prune_to_budget
+    from taskcut.cut.prune import prune_to_budget
     from taskcut.config import load_config
     from taskcut.cut.score import score
     from taskcut.cut.select import select

@@ -19,10 +19,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from .compact.masking import apply_masks, masks_of, unmask
 from .config import DistillConfig, TrainConfig
 from .cut.decompose import evaluating, task_outputs
-from .cut.fuse import check_sparsity, fuse, parse_rule
+from .cut.fuse import check_sparsity, parse_rule
+from .cut.prune import PROVENANCE_ROOM, prune_scored
 from .cut.score import prunable_parameters, score
 from .cut.select import check_tasks, select
 from .data.dataset import to_device
@@ -184,31 +184,19 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
         source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else \
             itertools.islice(data, max_batches)
         scores = score(small, specs, source, device=device)
-    if budget is not None:
-        small, report = prune_to_budget(small, scores, budget, rule, structured, example.to(device), round_to,
-                                        _file_bytes, runtime=runtime, threads=threads)
-        setattr(small, "taskcut_budget", report)
-    elif structured:
-        from .compact.structured import check_reached, structured_prune
+    cut = prune_scored(small, scores, sparsity=sparsity, budget=budget, rule=rule, structured=structured,
+                       example=example.to(device), file_bytes=_file_bytes, runtime=runtime, threads=threads,
+                       round_to=round_to)
+    small = cut.model
+    if cut.budget is not None:
+        setattr(small, "taskcut_budget", cut.budget)
+    if cut.left_whole:
+        from .progress import console
 
-        result = structured_prune(small, example[:1].to(device), scores, sparsity, rule, round_to)
-        if result["left_whole"]:
-            from .progress import console
-
-            console.print(f"left whole (their channels cannot be cut safely): {', '.join(result['left_whole'])}",
-                          highlight=False, soft_wrap=True)
-        check_reached(result, sparsity)
-    else:
-        existing = masks_of(small)
-        fusion = fuse(scores, sparsity, rule, fixed=existing)
-        unmask(small)
-        apply_masks(small, {**existing, **fusion.masks})
+        console.print(f"left whole (their channels cannot be cut safely): {', '.join(cut.left_whole)}",
+                      highlight=False, soft_wrap=True)
     setattr(small, TASKS_ATTR, specs)
     return small
-
-
-#: Room left in a measured file for the provenance the real one carries (how it was made, the budget report).
-PROVENANCE_ROOM = {"room": "x" * 2048}
 
 
 def _file_bytes(model: nn.Module) -> int:
@@ -224,88 +212,6 @@ def _file_bytes(model: nn.Module) -> int:
         return packed_bytes(model)
     with tempfile.TemporaryDirectory() as tmp:
         return save(model, Path(tmp) / "m.safetensors", PROVENANCE_ROOM).stat().st_size
-
-
-def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
-                    rule: str = "vote", structured: bool = False, example: torch.Tensor | None = None,
-                    round_to: int | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
-                    runtime: str = "onnxruntime", threads: int = 2) -> tuple[nn.Module, dict[str, Any]]:
-    """The least-pruned copy of `small` that fits `budget` (see `taskcut.cut.budget`), and a report:
-    the budget, the figure reached and the sparsity chosen. `small` holds the selected tasks and
-    may carry masks; `scores` are its CUT scores; `file_bytes` writes a model and measures the file."""
-    import copy
-    import statistics
-
-    from .compact.structured import structured_prune
-    from .cut.budget import FLOOR, STRUCTURED_ONLY, least_pruning, parse_budget
-    from .deploy.bench import count_macs, latencies
-    from .deploy.export import baked
-
-    from .compact.structured import DEFAULT_ROUND_TO
-
-    # the search measures what each sparsity gives, so no fallback to single channels is needed (their
-    # ragged widths run slower, which a latency budget would pay for)
-    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
-    parsed = parse_budget(budget)
-    if parsed.kind in STRUCTURED_ONLY and not structured:
-        raise TaskcutError(f"a {parsed.kind} budget needs structured pruning: unstructured zeros change neither "
-                           "MACs nor latency")
-    if structured and example is None:
-        raise TaskcutError("structured pruning to a budget needs an example input")
-    total = sum(p.numel() for p in small.parameters())
-    existing = masks_of(small)
-    cache: dict[float, tuple[nn.Module, float]] = {}
-
-    def pruned(s: float) -> nn.Module:
-        trial = copy.deepcopy(small)
-        if s == 0.0:
-            return trial
-        if structured:
-            structured_prune(trial, example[:1], scores, s, rule, round_to)
-        else:
-            fusion = fuse(scores, s, rule, fixed=existing)
-            unmask(trial)
-            apply_masks(trial, {**existing, **fusion.masks})
-        return trial
-
-    def figure(model: nn.Module) -> float:
-        if parsed.kind == "params":
-            zeros = sum(int((~m).sum()) for m in masks_of(model).values())
-            return float(sum(p.numel() for p in model.parameters()) - zeros)
-        if parsed.kind == "size":
-            if file_bytes is None:
-                raise TaskcutError("a size budget needs a way to write the model (give file_bytes)")
-            return float(file_bytes(model))
-        if parsed.kind == "macs":
-            return float(count_macs(model, example[:1]))
-        image = example[:1].cpu()
-        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)[0]) * 1e3
-
-    # a fraction of the dense model on these tasks: of all its parameters, or of its measured figure,
-    # which the search's first measurement (sparsity 0) then reuses instead of timing the dense model again
-    target, measured = parsed.value, {}
-    if parsed.relative:
-        if parsed.kind != "params":
-            measured[0.0] = figure(pruned(0.0))
-        target *= total if parsed.kind == "params" else measured[0.0]
-
-    def measure(s: float) -> float:
-        # only the least-pruned model within the budget so far is kept: the search's answer is always one
-        model = pruned(s)
-        value = measured.pop(s) if s in measured else figure(model)
-        if value <= target and (not cache or s < min(cache)):
-            cache.clear()
-            cache[s] = (model, value)
-        return value
-
-    unit = {"size": " bytes", "latency": " ms"}.get(parsed.kind, "")
-    sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
-    model = cache[sparsity][0]
-    report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
-              "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
-    if parsed.kind == "latency":  # where the time was measured: the runtime and threads asked for
-        report.update({"runtime": runtime, "threads": threads, "input": list(example[:1].shape)})
-    return model, report
 
 
 def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,

@@ -140,7 +140,7 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
 
 #: Every option an own model's --config run cannot apply, per command: refused in one line, never ignored.
 REFUSED = {
-    "prune": [["--batch-size", "4"], ["--size", "32", "32"], ["--data", "synth:x"]],
+    "prune": [["--data", "synth:x"]],
     "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"]],
     "evaluate": [["--data", "synth:x"], ["--metrics", "adashare"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],

@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from ..errors import TaskcutError
-from .common import (app, out, _clean_errors, _DEVICE, _FORCE, _QUIET, _TRUST_CODE, _check_size, _refuse_for_own, _own,
-                     _zoo_inputs, _task_list, _distributed, _check_device)
+from .common import app, out, _clean_errors, _DEVICE, _FORCE, _QUIET, _TRUST_CODE, _task_list, _distributed, _check_device
 from .render import _print_layers
 
 
@@ -63,8 +62,9 @@ def prune_cmd(
     budget: Optional[str] = typer.Option(None, help="Instead of --sparsity, the least pruning that fits KIND=VALUE: "
                                                     "params=1.5M, params=0.3 (of the dense model), size=2MB, "
                                                     "macs=500M or latency=20ms (the last two --structured)."),
-    runtime: str = typer.Option("onnxruntime", help="Where a latency budget is measured: onnxruntime or torch."),
-    threads: int = typer.Option(2, help="Threads for a latency budget."),
+    runtime: Optional[str] = typer.Option(None, help="Where a latency budget is measured: onnxruntime (default) or "
+                                                     "torch."),
+    threads: Optional[int] = typer.Option(None, help="Threads for a latency budget (default 2)."),
     size: Optional[tuple[int, int]] = typer.Option(None, help="Image height and width a latency or MACs budget is "
                                                               "measured at (default: the data's)."),
     data: Optional[str] = typer.Option(None, help="KIND:PATH of the data whose train split is scored, e.g. "
@@ -76,7 +76,8 @@ def prune_cmd(
     structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
                                     "--sparsity is then the fraction of parameters removed."),
     batches: Optional[int] = typer.Option(None, help="Batches to score (default 50; with --scores, the file's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; with --scores, the "
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8 for a data set; an own "
+                                                        "model's batches are re-batched to it; with --scores, the "
                                                         "file's)."),
     scores: Optional[Path] = typer.Option(None, help="Scores written by `taskcut score` for this model: no forward "
                                                      "or backward pass is run; its scoring settings are used."),
@@ -86,49 +87,44 @@ def prune_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
-    from ..experiments.prune import prune
+    from ..jobs.prune import prune
+    from ..jobs.settings import PruneSettings, ScoringSettings, make
+    from ..jobs.source import open_source
 
     _check_device(device)
-    if size is not None:
-        _check_size(size)
-    if _own(config):
-        from ..experiments.own import load_own_config, prune_own
-
-        if (sparsity is None) == (budget is None):
-            raise TaskcutError("give either --sparsity or --budget")
-        _refuse_for_own({"--batch-size": batch_size, "--size": size, "--data": data, "the model file": base})
-        own = prune_own(load_own_config(config), _task_list(tasks), sparsity, out_file, fusion, structured,
-                        batches if batches is not None or scores is not None else 50, force, device, budget,
-                        runtime=runtime, threads=threads, scores_file=scores)
-        if own["budget"]:
-            b = own["budget"]
-            out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at "
-                      f"sparsity {b['sparsity']:.4f}")
-        out.print(f"{', '.join(own['tasks'])}: {own['parameters_before']:,} -> {own['parameters_after']:,} "
-                  f"non-zero parameters; wrote {out_file}")
-        return
-    base, data = _zoo_inputs(base, data)
+    if budget is None or not budget.strip().startswith("latency"):
+        for option, value in (("--runtime", runtime), ("--threads", threads)):
+            if value is not None:
+                raise TaskcutError(f"{option} is where a latency budget is measured; it does not apply without "
+                                   "--budget latency=...")
+    settings = make(PruneSettings, tasks=_task_list(tasks), sparsity=sparsity, budget=budget, rule=fusion,
+                    structured=structured, scores=scores, runtime=runtime or "onnxruntime",
+                    threads=2 if threads is None else threads, size=size,
+                    scoring=make(ScoringSettings, batches=batches, batch_size=batch_size))
+    source = open_source(base, config, data)
     with _distributed(device) as device:
-        summary = prune(base, _task_list(tasks), sparsity, out_file, data, fusion, batches, batch_size, force, device,
-                        not quiet, structured, scores, budget, runtime, threads, size)
-    if summary is None:  # a torchrun rank other than 0
+        result = prune(source, settings, out_file, force=force, device=device, show_progress=not quiet)
+    if result is None:  # a torchrun rank other than 0
         return
-    if summary.budget is not None:
-        b = summary.budget
+    if result.budget is not None:
+        b = result.budget
         out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at sparsity "
                   f"{b['sparsity']:.4f}")
-    table = Table(title=f"{', '.join(summary.tasks)} at sparsity {summary.sparsity:.4f} ({summary.rule})")
+    if result.left_whole:
+        out.print(f"left whole (their channels cannot be cut safely): {', '.join(result.left_whole)}",
+                  highlight=False, soft_wrap=True)
+    table = Table(title=f"{', '.join(result.tasks)} at sparsity {result.sparsity:.4f} ({result.rule})")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    table.add_row("parameters (non-zero)", f"{summary.params_before:,}", f"{summary.params_after:,}")
-    table.add_row("file size", f"{summary.bytes_before / 1e6:.2f} MB", f"{summary.bytes_after / 1e6:.2f} MB")
-    table.add_row("file size, same tasks dense", f"{summary.bytes_selected_dense / 1e6:.2f} MB",
-                  f"{summary.bytes_after / summary.bytes_selected_dense:.2f} x")
+    table.add_row("parameters (non-zero)", f"{result.params_before:,}", f"{result.params_after:,}")
+    table.add_row("file size", f"{result.bytes_before / 1e6:.2f} MB", f"{result.bytes_after / 1e6:.2f} MB")
+    table.add_row("file size, same tasks dense", f"{result.bytes_selected_dense / 1e6:.2f} MB",
+                  f"{result.bytes_after / result.bytes_selected_dense:.2f} x")
     table.add_row("parameters removed" if structured else "sparsity of prunable weights", "0",
-                  f"{summary.achieved:.4f}")
+                  f"{result.achieved:.4f}")
     out.print(table)
-    _print_layers(summary.per_layer)
+    _print_layers(result.per_layer)
     out.print(f"wrote {out_file}")
 
 
@@ -142,30 +138,25 @@ def score_cmd(
     config: Optional[Path] = typer.Option(None, help="YAML naming your own model's factory, weights, tasks and "
                                                      "data."),
     out_file: Path = typer.Option(..., "--out", help="Scores file to write (.safetensors)."),
-    batches: int = typer.Option(50, help="Batches to score."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; an own model's "
-                                                        "data factory makes its batches)."),
+    batches: Optional[int] = typer.Option(None, help="Batches to score (default 50)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8 for a data set; an own "
+                                                        "model's batches are re-batched to it)."),
     device: str = _DEVICE,
     force: bool = _FORCE,
     quiet: bool = _QUIET,
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score every task of a model once (one forward per batch, one backward per task), for `prune --scores`."""
-    from ..experiments.scores import write_scores
+    from ..jobs.score import score
+    from ..jobs.settings import ScoringSettings, make
+    from ..jobs.source import open_source
 
     _check_device(device)
-    if _own(config):
-        from ..experiments.own import load_own_config
-        from ..experiments.scores import write_own_scores
-
-        _refuse_for_own({"--data": data, "--batch-size": batch_size, "the model file": base})
-        result = write_own_scores(load_own_config(config), out_file, batches, force, device, not quiet)
-        out.print(f"scored {', '.join(result['tasks'])} on {batches} batches; wrote {out_file}")
-        return
-    base, data = _zoo_inputs(base, data)
-    batch_size = 8 if batch_size is None else batch_size
+    settings = make(ScoringSettings, batches=batches, batch_size=batch_size)
+    source = open_source(base, config, data)
     with _distributed(device) as device:
-        result = write_scores(base, data, out_file, batches, batch_size, force, device, not quiet)
+        result = score(source, settings, out_file, force=force, device=device, show_progress=not quiet)
     if result is None:
         return
-    out.print(f"scored {', '.join(result['tasks'])} on {batches} batches of {batch_size}; wrote {out_file}")
+    each = f" of {result.scoring.batch_size}" if result.scoring.batch_size is not None else ""
+    out.print(f"scored {', '.join(result.tasks)} on {result.scoring.batches} batches{each}; wrote {out_file}")

@@ -75,12 +75,18 @@ class Device(Strict):
 
 class Scoring(Strict):
     batches: int = Field(default=50, ge=1)
-    batch_size: int = Field(default=8, ge=1, le=MAX_BATCH)
+    #: Images per scoring batch: default 8 for a data set; an own model's batches are re-batched to it.
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH)
+
+
+#: Images per fine-tuning step on a data set when the fleet file does not say.
+FINETUNE_BATCH_SIZE = 32
 
 
 class Finetune(Strict):
     steps: int = Field(default=300, ge=1)
-    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
+    #: Images per step: default 32 on a data set; an own model's batches are re-batched to it.
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH)
     lr: float = Field(default=5e-4, gt=0)
     val_every: int = Field(default=50, ge=1)
     #: The dense model teaches each device's model (`taskcut.train.distill`); `{}` takes the defaults.
@@ -168,53 +174,85 @@ def run_fleet(path: Path, out: Path, device: str = "cpu", show_progress: bool = 
 
 
 def _run_fleet(fleet: Fleet, out: Path, device: str, show_progress: bool) -> list[dict[str, Any]]:
-    from ..deploy.bench import measure
-    from ..deploy.export import export
-    from .pipeline import evaluate_file, finetune_file
-    from .prune import prune
-    from .scores import write_scores
+    from ..jobs.source import open_source
 
     (out / "devices").mkdir(parents=True, exist_ok=True)
-    source = fleet.base if fleet.base is not None else fleet.config
-    settings = {"base_sha256": file_sha256(source), "data": fleet.data, "scoring": fleet.scoring.model_dump(),
-                "finetune": fleet.finetune.model_dump(exclude_none=True)}
+    source = open_source(fleet.base, fleet.config, fleet.data)
     if fleet.config is not None:
         from ..trust import trusting
-        from .own import load_own_config
 
-        with trusting(load_own_config(fleet.config).references()):  # the user's YAML names its code: trusted
-            return _run_own_fleet(fleet, out, settings, device, show_progress)
+        with trusting(source.cfg.references()):  # the user's YAML names its code: trusted
+            return _run_source(fleet, source, out, device, show_progress)
+    return _run_source(fleet, source, out, device, show_progress)
+
+
+def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress: bool) -> list[dict[str, Any]]:
+    """Score every task once into the fleet's scores file, then per device: prune from it, fine-tune,
+    evaluate, export and bench; the same for a model file and an own model's YAML."""
+    from ..deploy.bench import measure
+    from ..jobs.prune import prune
+    from ..jobs.score import score
+    from ..jobs.settings import PruneSettings, ScoringSettings
+
+    scoring, _ = source.scoring(ScoringSettings(**fleet.scoring.model_dump()), None, None)
+    settings = {"base_sha256": file_sha256(source.name), "data": fleet.data, "scoring": scoring.model_dump(),
+                "finetune": fleet.finetune.model_dump(exclude_none=True)}
+    if fleet.config is None:
+        settings["finetune"].setdefault("batch_size", FINETUNE_BATCH_SIZE)
+    if fleet.config is not None:
+        cfg = source.cfg
+        settings["config_weights_sha256"] = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
+        settings["scoring"] = {k: v for k, v in settings["scoring"].items() if v is not None}
     _claim(out, settings)
     scores, timing = out / "scores.safetensors", out / "scoring.json"
     if not scores.is_file() or not timing.is_file():
-        console.print(f"fleet: scoring every task of {fleet.base.name} once", highlight=False)
+        console.print(f"fleet: scoring every task of {source.name.name} once", highlight=False)
         start = time.perf_counter()
-        write_scores(fleet.base, fleet.data, scores, fleet.scoring.batches, fleet.scoring.batch_size, True, device,
-                     show_progress)
+        score(source, scoring, scores, force=True, device=device, show_progress=show_progress)
         write_text(timing, json.dumps({"seconds": time.perf_counter() - start}))
-    dense = measure(fleet.base, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
+    dense = measure(source.base_file(out), "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size),
+                    runs=fleet.bench.runs)
 
     def one(dev: Device, folder: Path) -> dict[str, Any]:
         compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
-        summary = prune(fleet.base, dev.tasks, None, compact, fleet.data, batches=fleet.scoring.batches,
-                        batch_size=fleet.scoring.batch_size, force=True, device=device, show_progress=show_progress,
-                        structured=dev.structured, scores_file=scores, budget=dev.budget, runtime=dev.runtime,
-                        threads=fleet.bench.threads, size=tuple(fleet.bench.size))
-        ft = fleet.finetune
-        finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size, ft.lr, ft.val_every, force=True,
-                      device=device, show_progress=show_progress, distill=ft.distill, teacher=fleet.base)
-        report = evaluate_file(tuned, fleet.data, "test", fleet.base, folder / "evaluation.json", force=True, device=device,
-                               show_progress=show_progress)
-        record = export(tuned, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True, data=fleet.data)
-        bench = _bench(tuned, exported, fleet)
+        measured_on_input = parse_budget(dev.budget).kind in STRUCTURED_ONLY
+        settings = PruneSettings(tasks=dev.tasks, budget=dev.budget, structured=dev.structured, scores=scores,
+                                 runtime=dev.runtime, threads=fleet.bench.threads,
+                                 size=tuple(fleet.bench.size) if measured_on_input else None)
+        summary = prune(source, settings, compact, force=True, device=device, show_progress=show_progress)
         assert summary is not None and summary.budget is not None
+        report, record = _tune_and_deploy(fleet, source, dev, compact, tuned, folder, exported, device, show_progress)
+        bench = _bench(tuned, exported, fleet)
         return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
                     summary.params_after, tuned, bench, dense, record)
 
     rows = _each_device(fleet, out, one, {**settings, "scores_sha256": file_sha256(scores)})
     write_text(out / "fleet.html", _html(fleet, rows, dense, float(json.loads(timing.read_text())["seconds"])))
     return rows
+
+
+def _tune_and_deploy(fleet: Fleet, source: Any, dev: Device, compact: Path, tuned: Path, folder: Path,
+                     exported: Path, device: str, show_progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    ft = fleet.finetune
+    fmt = format_of_runtime(dev.runtime).name
+    if fleet.config is None:
+        from ..deploy.export import export
+        from .pipeline import evaluate_file, finetune_file
+
+        finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size or FINETUNE_BATCH_SIZE, ft.lr, ft.val_every,
+                      force=True,
+                      device=device, show_progress=show_progress, distill=ft.distill, teacher=fleet.base)
+        report = evaluate_file(tuned, fleet.data, "test", fleet.base, folder / "evaluation.json", force=True,
+                               device=device, show_progress=show_progress)
+        return report, export(tuned, fmt, exported, dev.int8, force=True, data=fleet.data)
+    from .own import evaluate_own, export_own, finetune_own
+
+    cfg = source.cfg
+    finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
+                 show_progress=show_progress, distill=ft.distill, batch_size=ft.batch_size)
+    report = evaluate_own(tuned, cfg, "test", Path("base"), device, show_progress=show_progress)
+    return report, export_own(tuned, cfg, fmt, exported, dev.int8, force=True)
 
 
 def _claim(out: Path, settings: dict[str, Any]) -> None:
@@ -255,59 +293,6 @@ def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:
     what = {"device": dev.model_dump(mode="json"), "bench": fleet.bench.model_dump(mode="json"),
             "settings": settings}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _run_own_fleet(fleet: Fleet, out: Path, settings: dict[str, Any], device: str,
-                   show_progress: bool) -> list[dict[str, Any]]:
-    """The same per device for an own model: scored once in memory (when a device still needs it), pruned
-    from those scores, fine-tuned on its train split (best on val), evaluated against its base model,
-    exported and benched."""
-    import itertools
-
-    from ..api import Batches
-    from ..cut.score import score
-    from ..deploy.bench import measure
-    from ..models import save
-    from .own import evaluate_own, export_own, finetune_own, load_own_config, prune_own
-
-    assert fleet.config is not None
-    cfg = load_own_config(fleet.config)
-    settings["config_weights_sha256"] = file_sha256(cfg._resolve(cfg.model.weights)) if cfg.model.weights else None
-    _claim(out, settings)
-    base = cfg.build().to(device)
-    scored: dict[str, Any] = {}
-
-    def scores() -> Any:
-        if not scored:
-            console.print(f"fleet: scoring every task of {cfg.model.factory} once", highlight=False)
-            start = time.perf_counter()
-            batches = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), fleet.scoring.batches)
-            scored["scores"] = score(base, cfg.specs, batches, device=device)
-            scored["seconds"] = time.perf_counter() - start
-        return scored["scores"]
-
-    dense_path = out / "dense.safetensors"
-    save(base, dense_path, {"fleet": "dense base"}, factory=cfg.model.factory, kwargs=cfg.model.kwargs,
-         tasks=cfg.specs)
-    dense = measure(dense_path, "onnxruntime", fleet.bench.threads, tuple(fleet.bench.size), runs=fleet.bench.runs)
-
-    def one(dev: Device, folder: Path) -> dict[str, Any]:
-        compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
-        summary = prune_own(cfg, dev.tasks, None, compact, structured=dev.structured, force=True, device=device,
-                            budget=dev.budget, scores=scores(), base=base)
-        ft = fleet.finetune
-        finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
-                     show_progress=show_progress, distill=ft.distill)
-        report = evaluate_own(tuned, cfg, "test", Path("base"), device, show_progress=show_progress)
-        exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
-        record = export_own(tuned, cfg, format_of_runtime(dev.runtime).name, exported, dev.int8, force=True)
-        bench = _bench(tuned, exported, fleet)
-        return _row(dev, summary["budget"], report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
-                    summary["parameters_after"], tuned, bench, dense, record)
-
-    rows = _each_device(fleet, out, one, settings)
-    write_text(out / "fleet.html", _html(fleet, rows, dense, scored.get("seconds")))
-    return rows
 
 
 def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:

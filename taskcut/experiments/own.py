@@ -204,51 +204,6 @@ def first_input(cfg: OwnConfig, split: str = "test") -> Any:
     return Batches(cfg.split(split), cfg.transform(), what=f"{split} batches").first()["image"]
 
 
-def prune_own(cfg: OwnConfig, tasks: list[str], sparsity: float | None, out: Path, rule: str = "vote",
-              structured: bool = False, max_batches: int | None = None, force: bool = False,
-              device: str = "cpu", budget: str | None = None, scores: Any = None,
-              base: nn.Module | None = None, runtime: str = "onnxruntime", threads: int = 2,
-              scores_file: Path | None = None) -> dict[str, Any]:
-    """`taskcut prune --config own.yaml`: the base from the factory and weights, scored on the train split
-    (or given `scores` of every task, as the fleet does), at a sparsity or within a budget."""
-    from .. import __version__
-    from ..api import prune_model
-    from ..compact.masking import masks_of
-    from ..fileio import check_writable
-    from ..models import save
-
-    check_writable(out, force)
-    base = base if base is not None else cfg.build().to(device)
-    if scores_file is not None:
-        from ..cut.score import prunable_parameters
-        from .scores import own_base_digest, read_scores, scoring_settings
-
-        recorded = scoring_settings(scores_file)
-        if recorded.get("config") != "own":
-            raise TaskcutError(f"{scores_file} scores a model file, not an own model: score this one with "
-                               f"taskcut score --config {cfg.path}")
-        if max_batches is not None and max_batches != recorded.get("batches"):
-            raise TaskcutError(f"--batches {max_batches}: {scores_file} was scored with {recorded.get('batches')}; "
-                               "leave it out with --scores (the file's settings are used)")
-        scores = read_scores(scores_file, Path(str(cfg.path)), tasks, recorded, prunable_parameters(base),
-                             base_sha256=own_base_digest(cfg))
-    small = prune_model(base, cfg.specs, cfg.split("train"), keep=tasks, sparsity=sparsity, structured=structured,
-                        rule=rule, transform=cfg.transform(), device=device, max_batches=max_batches, budget=budget,
-                        scores=scores, runtime=runtime, threads=threads)
-    kept = {t: cfg.specs[t] for t in small.taskcut_tasks}
-    report = getattr(small, "taskcut_budget", None)
-    provenance = {"taskcut": __version__, "method": "cut-structured" if structured else "cut", "tasks": list(kept),
-                  "rule": rule, "sparsity": report["sparsity"] if report else sparsity, "budget_report": report,
-                  "config": str(cfg.path), "weights": str(cfg.model.weights)}
-    save(small, out, provenance, factory=cfg.model.factory, kwargs=cfg.model.kwargs, tasks=kept)
-    masks = masks_of(small)
-    zeros = sum(int((~m).sum()) for m in masks.values())
-    return {"tasks": list(kept), "parameters_before": sum(p.numel() for p in base.parameters()),
-            "parameters_after": sum(p.numel() for p in small.parameters()) - zeros,
-            "masked_sparsity": zeros / max(1, sum(m.numel() for m in masks.values())), "budget": report,
-            "bytes_after": out.stat().st_size}
-
-
 def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, TaskSpec]]:
     from ..cut.decompose import task_outputs
     from ..models import load

@@ -1,4 +1,4 @@
-"""Scores computed once: every task of a base model scored in one pass, kept in a file, reused by `prune`.
+"""The scores file: every task of a base model scored in one pass (`taskcut.jobs.score`), reused by `prune`.
 
 A task's CUT scores |w * dL_t/dw| depend only on the weights its own output uses, so the
 scores of the full model are exactly those of any selection holding that task: one pass
@@ -16,36 +16,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..cut.score import Scores, reduce_scores, score
-from ..data.dataset import open_for_tasks, with_class_weights
+from ..cut.score import Scores
 from ..errors import TaskcutError
-from ..settings import MAX_BATCH
-from ..fileio import check_writable, file_sha256, save_tensors
-from ..models import load
-from ..train.distributed import world
+from ..fileio import file_sha256, save_tensors
 
 FORMAT = "taskcut.scores"
 META_KEY = "taskcut_scores"
-
-
-def write_scores(base: Path, data: str, out: Path, batches: int = 50, batch_size: int = 8, force: bool = False,
-                 device: str = "cpu", show_progress: bool = True) -> dict[str, Any] | None:
-    """Score every task of `base` on the first `batches` train batches; write them to `out`."""
-    base, out = Path(base), Path(out)
-    check_writable(out, force)
-    if batches < 1 or not 1 <= batch_size <= MAX_BATCH:
-        raise TaskcutError(f"--batches must be positive and --batch-size between 1 and {MAX_BATCH}, got {batches} "
-                           f"and {batch_size}")
-    model = load(base, device)
-    specs = model.config.task_specs()
-    dataset = open_for_tasks(data, "train", specs)
-    specs = with_class_weights(specs, dataset)
-    if batches * batch_size > len(dataset):
-        raise TaskcutError(f"asked for {batches} batches of {batch_size}, but the train split holds {len(dataset)}")
-    scores = score_split(model, specs, dataset, batches, batch_size, device, show_progress)
-    if scores is None:
-        return None
-    return _write(out, file_sha256(base), {"data": data, "batches": batches, "batch_size": batch_size}, scores)
 
 
 def own_base_digest(cfg: Any) -> str:
@@ -57,27 +33,7 @@ def own_base_digest(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def write_own_scores(cfg: Any, out: Path, batches: int = 50, force: bool = False, device: str = "cpu",
-                     show_progress: bool = True) -> dict[str, Any]:
-    """`taskcut score --config own.yaml`: every task of the YAML's base model scored once on the first
-    `batches` batches of its train split, for `prune --config own.yaml --scores` (any subset, any sparsity)."""
-    import itertools
-
-    from ..api import Batches
-    from ..cut.score import score
-
-    out = Path(out)
-    check_writable(out, force)
-    if batches < 1:
-        raise TaskcutError(f"--batches must be positive, got {batches}")
-    base = cfg.build().to(device)
-    data = itertools.islice(Batches(cfg.split("train"), cfg.transform(), device), batches)
-    # summed as `prune --config` sums them when it scores itself, so the masks are the same either way
-    scores = score(base, cfg.specs, data, device=device, show_progress=show_progress, total=batches)
-    return _write(out, own_base_digest(cfg), {"config": "own", "batches": batches}, scores)
-
-
-def _write(out: Path, base_sha256: str, settings: dict[str, Any], scores: Scores) -> dict[str, Any]:
+def write_scores_file(out: Path, base_sha256: str, settings: dict[str, Any], scores: Scores) -> dict[str, Any]:
     meta = {"format": FORMAT, "base_sha256": base_sha256, "tasks": list(scores), "settings": settings,
             "tensor_names": {task: sorted(per) for task, per in scores.items()}}
     tensors = {f"{task}|{name}": value.to(torch.float64).contiguous().cpu()
@@ -163,16 +119,3 @@ def read_scores(path: Path, base: Path, tasks: Sequence[str], settings: Mapping[
         raise TaskcutError(f"{path} is not a readable scores file ({str(exc).splitlines()[0]})") from exc
     return out
 
-
-def score_split(model: torch.nn.Module, specs, dataset, batches: int, batch_size: int, device: str,
-                show_progress: bool):
-    """CUT scores over the first `batches` batches of the train split, summed in float64 over every
-    torchrun process (each scores its share of whole batches); None on ranks other than 0."""
-    place = world()
-    if batches < place.size:
-        raise TaskcutError(f"--batches {batches} is fewer than the {place.size} processes sharing them")
-    mine = range(place.rank, batches, place.size)  # whole batches, the same ones whatever the process count
-    local = (dataset.batch(torch.arange(i * batch_size, (i + 1) * batch_size)) for i in mine)
-    scores = reduce_scores(score(model, specs, local, device=device, show_progress=show_progress and place.main,
-                                 total=len(mine), float64=True))
-    return scores if place.main else None

@@ -1,0 +1,166 @@
+"""Cut a selected, scored model: at a sparsity (masks, or whole channels with `structured`) or
+within a budget (the least pruning that fits it). The one place both the command line's jobs
+and `taskcut.prune_model` make the cut, so a model file and an own model are cut alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..compact.masking import apply_masks, masks_of, unmask
+from ..errors import TaskcutError
+from .fuse import fuse
+
+#: Room left in a measured file for the provenance the real one carries (how it was made, the budget report).
+PROVENANCE_ROOM = {"room": "x" * 2048}
+
+
+@dataclass
+class Cut:
+    """What a cut made: the model (the selected one, cut in place, or for a budget the chosen copy)
+    and its figures."""
+
+    model: nn.Module
+    #: The sparsity asked for (with a budget: the one chosen) and the one reached (unstructured: of
+    #: the prunable weights; structured: of the parameters).
+    sparsity: float
+    achieved: float
+    keep_ratio: float = float("nan")
+    #: Parameters of the selected model before the cut, and non-zero ones after it.
+    params_before: int = 0
+    params_after: int = 0
+    #: name -> (elements before, fraction removed), per pruned layer.
+    per_layer: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: Structured: layers whose channels could not be cut safely, with the reason.
+    left_whole: list[str] = field(default_factory=list)
+    #: With a budget: the budget, the figure reached, the sparsity chosen (`prune_to_budget`).
+    budget: dict[str, Any] | None = None
+
+
+def nonzero_parameters(model: nn.Module) -> int:
+    """Parameters that are not masked to zero."""
+    zeros = sum(int((~m).sum()) for m in masks_of(model).values())
+    return sum(p.numel() for p in model.parameters()) - zeros
+
+
+def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], *, sparsity: float | None,
+                 budget: str | None, rule: str = "vote", structured: bool = False,
+                 example: torch.Tensor | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
+                 runtime: str = "onnxruntime", threads: int = 2, round_to: int | None = None,
+                 structured_example: torch.Tensor | None = None) -> Cut:
+    """Cut `small` (the selected model; it may carry masks, whose zeros stay zero) with its CUT
+    `scores`. `example` is the input a budget is measured on; `structured_example` (default: its
+    first item) the one structured pruning traces."""
+    before = sum(p.numel() for p in small.parameters())
+    if budget is not None:
+        model, report = prune_to_budget(small, scores, budget, rule, structured, example, round_to, file_bytes,
+                                        runtime=runtime, threads=threads)
+        return Cut(model, report["sparsity"], report["sparsity"], params_before=before,
+                   params_after=nonzero_parameters(model), budget=report)
+    assert sparsity is not None
+    if structured:
+        from ..compact.structured import check_reached, structured_prune
+
+        if example is None and structured_example is None:
+            raise TaskcutError("structured pruning needs an example input")
+        shapes = {n: p.numel() for n, p in small.named_parameters()}
+        traced = structured_example if structured_example is not None else example[:1]
+        result = structured_prune(small, traced, scores, sparsity, rule, round_to)
+        check_reached(result, sparsity)
+        after = dict(small.named_parameters())
+        return Cut(small, sparsity, result["sparsity"], params_before=result["parameters_before"],
+                   params_after=nonzero_parameters(small), left_whole=list(result["left_whole"]),
+                   per_layer={n: (size, 1.0 - after[n].numel() / size) for n, size in shapes.items()
+                              if n in after and after[n].dim() > 1})
+    existing = masks_of(small)  # a compact or imported pruned model: its zeros stay zero and count
+    fusion = fuse(scores, sparsity, rule, fixed=existing)
+    unmask(small)
+    apply_masks(small, {**existing, **fusion.masks})
+    return Cut(small, sparsity, fusion.sparsity, fusion.keep_ratio, params_before=before,
+               params_after=nonzero_parameters(small),
+               per_layer={n: (m.numel(), fusion.per_layer[n]) for n, m in fusion.masks.items()})
+
+
+def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
+                    rule: str = "vote", structured: bool = False, example: torch.Tensor | None = None,
+                    round_to: int | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
+                    runtime: str = "onnxruntime", threads: int = 2) -> tuple[nn.Module, dict[str, Any]]:
+    """The least-pruned copy of `small` that fits `budget` (see `taskcut.cut.budget`), and a report:
+    the budget, the figure reached and the sparsity chosen. `small` holds the selected tasks and
+    may carry masks; `scores` are its CUT scores; `file_bytes` writes a model and measures the file."""
+    import copy
+    import statistics
+
+    from ..compact.structured import structured_prune
+    from .budget import FLOOR, STRUCTURED_ONLY, least_pruning, parse_budget
+    from ..deploy.bench import count_macs, latencies
+    from ..deploy.export import baked
+
+    from ..compact.structured import DEFAULT_ROUND_TO
+
+    # the search measures what each sparsity gives, so no fallback to single channels is needed (their
+    # ragged widths run slower, which a latency budget would pay for)
+    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
+    parsed = parse_budget(budget)
+    if parsed.kind in STRUCTURED_ONLY and not structured:
+        raise TaskcutError(f"a {parsed.kind} budget needs structured pruning: unstructured zeros change neither "
+                           "MACs nor latency")
+    if structured and example is None:
+        raise TaskcutError("structured pruning to a budget needs an example input")
+    total = sum(p.numel() for p in small.parameters())
+    existing = masks_of(small)
+    cache: dict[float, tuple[nn.Module, float]] = {}
+
+    def pruned(s: float) -> nn.Module:
+        trial = copy.deepcopy(small)
+        if s == 0.0:
+            return trial
+        if structured:
+            structured_prune(trial, example[:1], scores, s, rule, round_to)
+        else:
+            fusion = fuse(scores, s, rule, fixed=existing)
+            unmask(trial)
+            apply_masks(trial, {**existing, **fusion.masks})
+        return trial
+
+    def figure(model: nn.Module) -> float:
+        if parsed.kind == "params":
+            zeros = sum(int((~m).sum()) for m in masks_of(model).values())
+            return float(sum(p.numel() for p in model.parameters()) - zeros)
+        if parsed.kind == "size":
+            if file_bytes is None:
+                raise TaskcutError("a size budget needs a way to write the model (give file_bytes)")
+            return float(file_bytes(model))
+        if parsed.kind == "macs":
+            return float(count_macs(model, example[:1]))
+        image = example[:1].cpu()
+        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)[0]) * 1e3
+
+    # a fraction of the dense model on these tasks: of all its parameters, or of its measured figure,
+    # which the search's first measurement (sparsity 0) then reuses instead of timing the dense model again
+    target, measured = parsed.value, {}
+    if parsed.relative:
+        if parsed.kind != "params":
+            measured[0.0] = figure(pruned(0.0))
+        target *= total if parsed.kind == "params" else measured[0.0]
+
+    def measure(s: float) -> float:
+        # only the least-pruned model within the budget so far is kept: the search's answer is always one
+        model = pruned(s)
+        value = measured.pop(s) if s in measured else figure(model)
+        if value <= target and (not cache or s < min(cache)):
+            cache.clear()
+            cache[s] = (model, value)
+        return value
+
+    unit = {"size": " bytes", "latency": " ms"}.get(parsed.kind, "")
+    sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
+    model = cache[sparsity][0]
+    report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
+              "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
+    if parsed.kind == "latency":  # where the time was measured: the runtime and threads asked for
+        report.update({"runtime": runtime, "threads": threads, "input": list(example[:1].shape)})
+    return model, report
