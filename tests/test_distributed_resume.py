@@ -131,7 +131,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(base: Path, synth_d
 def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(base: Path, synth_dir: Path,
                                                                               tmp_path: Path, monkeypatch) -> None:
     from taskcut import tasks as tasks_module
-    from taskcut.experiments.pipeline import finetune_file
+    from taskcut.jobs.finetune import finetune
+    from taskcut.jobs.settings import FinetuneSettings
+    from taskcut.jobs.source import source_of_file
 
     small = tmp_path / "small.safetensors"
     assert runner.invoke(app, ["prune", str(base), "--tasks", "seg,depth", "--sparsity", "0.5", "--data",
@@ -151,8 +153,8 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(bas
     monkeypatch.setattr(tasks_module.TaskSpec, "loss", poisoned)
     out = tmp_path / "tuned.safetensors"
     with pytest.raises(TaskcutError, match=r"non-finite depth loss at step 5.*step 4") as err:
-        finetune_file(small, f"synth:{synth_dir}", out, steps=10, batch_size=4, val_every=100,
-                       checkpoint_every=2, show_progress=False)
+        finetune(source_of_file(small, data=f"synth:{synth_dir}"), small,
+                 FinetuneSettings(steps=10, batch_size=4, val_every=100, checkpoint_every=2), out, show_progress=False)
     assert not out.exists()
     ckpt = out.with_name(out.name + ".ckpt")
     state = torch.load(ckpt, weights_only=True)

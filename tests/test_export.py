@@ -17,7 +17,7 @@ from taskcut.cli import app
 from taskcut.compact.masking import apply_masks
 from taskcut.compact.structured import structured_prune
 from taskcut.data import SynthDataset, iterate_batches
-from taskcut.deploy.export import export, open_runner, ort_session, sample_inputs
+from taskcut.deploy.export import open_runner, ort_session, sample_inputs
 from taskcut.errors import TaskcutError
 from taskcut.models import build_model, load, save
 from taskcut.cut.score import prunable_parameters, score
@@ -26,6 +26,17 @@ from taskcut.cut.select import select
 from .conftest import tiny_model_config
 
 runner = CliRunner()
+
+
+def export(model: Path, fmt: str, out: Path, int8: bool = False, size: tuple[int, int] | None = None,
+           data: str | None = None, config: Path | None = None) -> dict:
+    """`taskcut export` as a function: the export job on the model file's source."""
+    from taskcut.jobs.export import export as export_job
+    from taskcut.jobs.settings import ExportSettings
+    from taskcut.jobs.source import source_of_file
+
+    return export_job(source_of_file(model, config, data), model,
+                      ExportSettings(format=fmt, int8=int8, size=size if data is None else None), out)
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +124,21 @@ def test_onnx_int8_runs_every_convolution_quantised(models: dict[str, Path], tmp
 
 
 def test_own_model_exports_to_every_runtime(tmp_path: Path) -> None:
-    from taskcut.experiments.own import export_own, load_own_config
-
     from .test_own_cli import _config
 
-    cfg = load_own_config(_config(tmp_path))
+    config = _config(tmp_path)
     small = tmp_path / "small.safetensors"
-    result = runner.invoke(app, ["prune", "--config", str(cfg.path), "--tasks", "seg,depth", "--sparsity", "0.5",
+    result = runner.invoke(app, ["prune", "--config", str(config), "--tasks", "seg,depth", "--sparsity", "0.5",
                                  "--structured", "--out", str(small), "--quiet"])
     assert result.exit_code == 0, result.output
     for fmt, suffix in RUNTIME_FORMATS.items():
-        record = export_own(small, cfg, fmt, tmp_path / f"own{suffix}")
+        record = export(small, fmt, tmp_path / f"own{suffix}", config=config)
         assert record["tasks"] == ["seg", "depth"], fmt
         assert max(r["max_abs_diff"] for r in record["check"].values()) <= 1e-4, (fmt, record["check"])
         evaluation = record["evaluation"]
         for task, metrics in evaluation["eager_fp32"].items():
             assert evaluation["metrics"][task] == pytest.approx(metrics, rel=1e-3, abs=1e-5), (fmt, task)
-    record = export_own(small, cfg, "executorch", tmp_path / "own8.pte", int8=True)
+    record = export(small, "executorch", tmp_path / "own8.pte", int8=True, config=config)
     assert record["check"]["seg"]["argmax_agreement"] >= INT8_FLOOR["argmax_agreement"]
 
 

@@ -142,7 +142,7 @@ def test_prune_an_own_model_to_a_budget_from_yaml(tmp_path: Path) -> None:
 REFUSED = {
     "prune": [["--data", "synth:x"]],
     "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"]],
-    "evaluate": [["--data", "synth:x"], ["--metrics", "adashare"]],
+    "evaluate": [["--data", "synth:x"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],
     "compare": [["--data", "synth:x"], ["--batch-size", "4"]],
 }

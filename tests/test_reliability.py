@@ -216,9 +216,9 @@ def test_the_stop_message_names_the_resume_the_command_has(base: Path, synth_dir
     result = runner.invoke(app, ["score", str(base), "--data", f"synth:{synth_dir}", "--out",
                                  str(tmp_path / "s.safetensors")])
     assert result.exit_code == 130 and "--resume" not in result.output and "stopped" in result.output
-    import taskcut.experiments.pipeline as pipeline
+    import taskcut.jobs.finetune as finetune_module
 
-    monkeypatch.setattr(pipeline, "finetune_file", interrupted)
+    monkeypatch.setattr(finetune_module, "finetune", interrupted)
     result = runner.invoke(app, ["finetune", str(base), "--data", f"synth:{synth_dir}", "--out",
                                  str(tmp_path / "t.safetensors")])
     assert result.exit_code == 130 and "--resume" in result.output

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import app, out, _clean_errors, _FORCE, _TRUST_CODE, _check_size, _refuse_for_own, _own
+from .common import app, out, _clean_errors, _FORCE, _TRUST_CODE, _check_size
 
 
 @app.command("export")
@@ -30,15 +30,12 @@ def export_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Export for an edge runtime with outputs named by task; run in that runtime against eager PyTorch."""
-    from ..deploy.export import export
+    from ..jobs.export import export
+    from ..jobs.settings import ExportSettings, make
+    from ..jobs.source import source_of_file
 
-    if _own(config):
-        from ..experiments.own import export_own, load_own_config
-
-        _refuse_for_own({"--data": data, "--size": size})
-        record = export_own(model_file, load_own_config(config), fmt, out_file, int8, split, force)
-    else:
-        record = export(model_file, fmt, out_file, int8, size or (64, 64), force, data, split)
+    settings = make(ExportSettings, format=fmt, int8=int8, split=split, size=size)
+    record = export(source_of_file(model_file, config, data), model_file, settings, out_file, force=force)
     table = Table(title=f"{fmt}{' int8' if int8 else ''} in {record['runtime']} against eager PyTorch "
                         f"({len(record['check'])} tasks, sample images)")
     table.add_column("task")

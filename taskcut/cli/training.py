@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ..errors import TaskcutError
-from .common import (app, out, _clean_errors, _DEVICE, _FORCE, _QUIET, _TRUST_CODE, _refuse_for_own, _own, _zoo_inputs,
-                     _distributed, _check_device, _distill_settings)
+from .common import (app, out, _clean_errors, _DEVICE, _FORCE, _QUIET, _TRUST_CODE, _distributed, _check_device,
+                     _distill_settings)
 from .render import _print_base_report
 
 
@@ -51,11 +50,11 @@ def finetune_cmd(
     model_file: Path = typer.Argument(..., help="A (compact) model file."),
     data: Optional[str] = typer.Option(None, help="KIND:PATH, e.g. synth:DIR (an own model's --config names its data)."),
     out_file: Path = typer.Option(..., "--out", help="Fine-tuned model file to write."),
-    steps: int = typer.Option(300, min=1, help="Training steps."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (default 300)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step (default 32; an own model's "
                                                                "data factory's batches unless given)."),
-    lr: float = typer.Option(5e-4, min=0.0),
-    val_every: int = typer.Option(50, min=1, help="Validate (and keep the best) every N steps."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 5e-4)."),
+    val_every: Optional[int] = typer.Option(None, help="Validate (and keep the best) every N steps (default 50)."),
     preset: Optional[str] = typer.Option(None, help="Take the schedule (steps, batch, lr, decay) and crop from a "
                                                     "preset's finetune section, e.g. nyuv2; replaces the four above."),
     config: Optional[Path] = typer.Option(None, help="A YAML config whose finetune section gives the schedule, or "
@@ -78,37 +77,37 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from ..config import load_config
-    from ..experiments.pipeline import finetune_file
+    from ..experiments.own import is_own_config
+    from ..jobs.finetune import finetune
+    from ..jobs.settings import FinetuneSettings, make
+    from ..jobs.source import source_of_file
 
     _check_device(device)
     if not distill and (teacher is not None or distill_features or distill_weight != 1.0 or distill_temperature != 1.0):
         raise TaskcutError("--teacher and --distill-* settings need --distill")
     taught = _distill_settings(distill_weight, distill_temperature, distill_features) if distill else None
-    if _own(config):
-        from ..experiments.own import finetune_own, load_own_config
-
-        _refuse_for_own({"--data": data, "--preset": preset})
-        finetune_own(model_file, load_own_config(config), out_file, steps, lr, val_every, force, device, not quiet,
-                     distill=taught, batch_size=batch_size, teacher=teacher, resume=resume,
-                     checkpoint_every=checkpoint_every)
-        out.print(f"fine-tuned {steps} steps; wrote {out_file}")
-        return
-    _, data = _zoo_inputs(model_file, data)
+    source = source_of_file(model_file, config, data)
+    source.refuse({"--preset": preset})
     schedule, crop = None, None
-    if preset is not None or config is not None:
+    if preset is not None or (config is not None and not is_own_config(config)):
+        given = {"--steps": steps, "--batch-size": batch_size, "--lr": lr, "--val-every": val_every}
+        for option, value in given.items():
+            if value is not None:
+                raise TaskcutError(f"{option} does not apply with a config's finetune section, which sets the "
+                                   "schedule; leave it out")
         cfg = load_config(preset, config)
         if cfg.finetune is None:
             raise TaskcutError(f"config {cfg.name!r} has no finetune section")
         schedule = cfg.finetune
         crop = cfg.data.size if cfg.data.dataset != "synth" else None
+    given_schedule = {"steps": steps, "batch_size": batch_size, "lr": lr, "val_every": val_every}
+    settings = make(FinetuneSettings, **{k: v for k, v in given_schedule.items() if v is not None}, distill=taught,
+                    teacher=teacher, checkpoint_every=checkpoint_every, resume=resume, schedule=schedule, crop=crop)
     with _distributed(device) as device:
-        result = finetune_file(model_file, data, out_file, steps, 32 if batch_size is None else batch_size, lr,
-                               val_every, force=force,
-                                device=device, show_progress=not quiet, schedule=schedule, crop=crop,
-                                resume=resume, checkpoint_every=checkpoint_every, distill=taught, teacher=teacher)
+        result = finetune(source, model_file, settings, out_file, force=force, device=device, show_progress=not quiet)
     if result is None:  # a torchrun rank other than 0
         return
-    out.print(f"best validation loss {result['best_val_loss']:.4f} at step {result['best_step']}; wrote {out_file}")
+    out.print(f"best validation loss {result.best_val_loss:.4f} at step {result.best_step}; wrote {out_file}")
 
 
 @app.command("evaluate")
@@ -134,25 +133,14 @@ def evaluate_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Per-task metrics on a split, and delta_T against a baseline and against the fine-tuned dense control."""
-    from ..experiments.pipeline import evaluate_file
+    from ..jobs.evaluate import evaluate
+    from ..jobs.settings import EvaluateSettings, make
+    from ..jobs.source import source_of_file
 
     _check_device(device)
-    if _own(config):
-        from ..experiments.own import evaluate_own, load_own_config
-        from ..fileio import check_writable, write_text
-
-        _refuse_for_own({"--data": data, "--metrics": None if metrics == "standard" else metrics})
-        if control and (baseline is None or str(baseline) != "base"):
-            raise TaskcutError("--control needs --baseline base: the control is the YAML's base model fine-tuned "
-                               "like this one")
-        if out_file is not None:
-            check_writable(out_file, force)
-        report = evaluate_own(model_file, load_own_config(config), split, baseline, device,
-                              control=control is not False, show_progress=not quiet)
-    else:
-        _, data = _zoo_inputs(model_file, data)
-        report = evaluate_file(model_file, data, split, baseline, out_file, force, device, convention=metrics,
-                               control=control is not False, show_progress=not quiet)
+    settings = make(EvaluateSettings, split=split, baseline=baseline, control=control, metrics=metrics)
+    source = source_of_file(model_file, config, data)
+    report = evaluate(source, model_file, settings, out_file, force=force, device=device, show_progress=not quiet)
     references = [(key, title) for key, title in (("baseline", "dense"), ("control", "dense + same fine-tuning"))
                   if key in report]
     table = Table(title=f"{model_file} on {split}")
@@ -172,6 +160,4 @@ def evaluate_cmd(
         else:
             out.print(f"delta_T vs {title}: {report[key]['delta_T']:+.2f}%")
     if out_file is not None:
-        if _own(config):
-            write_text(out_file, json.dumps(report, indent=2))
         out.print(f"wrote {out_file}")

@@ -28,8 +28,7 @@ from torch import nn
 from ..compact.masking import unmask
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
-from ..fileio import check_writable, clean_stale, temp_prefix
-from ..models import load, read_spec
+from ..fileio import clean_stale, temp_prefix
 from ..tasks.dense import TaskSpec
 from .formats import FORMATS, Format, get_format, need
 
@@ -106,42 +105,6 @@ def training_images(data: str, specs: Mapping[str, TaskSpec], n: int = CALIBRATI
 
     train = open_for_tasks(data, "train", specs)
     return torch.as_tensor(train.batch(list(range(min(len(train), n))))["image"]).contiguous()
-
-
-def export(model_path: Path, fmt: str, out: Path, int8: bool = False, size: tuple[int, int] = (64, 64),
-           force: bool = False, data: str | None = None, split: str = "test",
-           show_progress: bool = False) -> dict[str, Any]:
-    """Export a taskcut model file and check it; returns the record written beside the file.
-
-    `data` (default: the data in the model's provenance) gives the calibration images (train
-    split) and the evaluation split on which the file's metrics are computed in its runtime.
-    Without data the sample inputs are synth scenes at `size`, and int8 is refused.
-    """
-    from ..data.dataset import open_for_tasks
-
-    out = Path(out)
-    form = check_options(fmt, int8, out)
-    if size[0] <= 0 or size[1] <= 0:
-        raise TaskcutError(f"--size must be positive, got {size[0]} {size[1]}")
-    for path in file_set(out, form):
-        check_writable(path, force)
-    spec = read_spec(model_path)  # a clear error for anything that is not a taskcut model
-    data = data or model_data(spec)
-    if int8 and data is None:
-        raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {model_path})")
-    model = load(model_path)
-    specs = model.config.task_specs()
-    calibration = evaluation = None
-    if data is not None:
-        samples = training_images(data, specs)
-        calibration = samples if int8 else None
-        evaluation = open_for_tasks(data, split, specs)
-        samples = samples[:4]
-    else:
-        samples = sample_inputs(size)
-    record = export_module(model, out, samples, fmt, calibration, specs, evaluation, show_progress)
-    record["source"] = {"model": str(model_path), "data": data, "split": split if data else None}
-    return record
 
 
 def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str = "onnx",

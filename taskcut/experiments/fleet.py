@@ -79,10 +79,6 @@ class Scoring(Strict):
     batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH)
 
 
-#: Images per fine-tuning step on a data set when the fleet file does not say.
-FINETUNE_BATCH_SIZE = 32
-
-
 class Finetune(Strict):
     steps: int = Field(default=300, ge=1)
     #: Images per step: default 32 on a data set; an own model's batches are re-batched to it.
@@ -198,6 +194,8 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
     settings = {"base_sha256": file_sha256(source.name), "data": fleet.data, "scoring": scoring.model_dump(),
                 "finetune": fleet.finetune.model_dump(exclude_none=True)}
     if fleet.config is None:
+        from ..jobs.source import FINETUNE_BATCH_SIZE
+
         settings["finetune"].setdefault("batch_size", FINETUNE_BATCH_SIZE)
     if fleet.config is not None:
         cfg = source.cfg
@@ -222,7 +220,7 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
                                  size=tuple(fleet.bench.size) if measured_on_input else None)
         summary = prune(source, settings, compact, force=True, device=device, show_progress=show_progress)
         assert summary is not None and summary.budget is not None
-        report, record = _tune_and_deploy(fleet, source, dev, compact, tuned, folder, exported, device, show_progress)
+        report, record = _tune_and_deploy(fleet, dev, compact, tuned, folder, exported, device, show_progress)
         bench = _bench(tuned, exported, fleet)
         return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
                     summary.params_after, tuned, bench, dense, record)
@@ -232,27 +230,28 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
     return rows
 
 
-def _tune_and_deploy(fleet: Fleet, source: Any, dev: Device, compact: Path, tuned: Path, folder: Path,
-                     exported: Path, device: str, show_progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _tune_and_deploy(fleet: Fleet, dev: Device, compact: Path, tuned: Path, folder: Path, exported: Path,
+                     device: str, show_progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fine-tune a device's compact model, evaluate it against the dense model and its control, export it
+    to the device's runtime: the same jobs for a model file and an own model."""
+    from ..jobs.evaluate import evaluate
+    from ..jobs.export import export
+    from ..jobs.finetune import finetune
+    from ..jobs.settings import EvaluateSettings, ExportSettings, FinetuneSettings
+    from ..jobs.source import source_of_file
+
     ft = fleet.finetune
-    fmt = format_of_runtime(dev.runtime).name
-    if fleet.config is None:
-        from ..deploy.export import export
-        from .pipeline import evaluate_file, finetune_file
-
-        finetune_file(compact, fleet.data, tuned, ft.steps, ft.batch_size or FINETUNE_BATCH_SIZE, ft.lr, ft.val_every,
-                      force=True,
-                      device=device, show_progress=show_progress, distill=ft.distill, teacher=fleet.base)
-        report = evaluate_file(tuned, fleet.data, "test", fleet.base, folder / "evaluation.json", force=True,
-                               device=device, show_progress=show_progress)
-        return report, export(tuned, fmt, exported, dev.int8, force=True, data=fleet.data)
-    from .own import evaluate_own, export_own, finetune_own
-
-    cfg = source.cfg
-    finetune_own(compact, cfg, tuned, ft.steps, ft.lr, ft.val_every, force=True, device=device,
-                 show_progress=show_progress, distill=ft.distill, batch_size=ft.batch_size)
-    report = evaluate_own(tuned, cfg, "test", Path("base"), device, show_progress=show_progress)
-    return report, export_own(tuned, cfg, fmt, exported, dev.int8, force=True)
+    settings = FinetuneSettings(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, val_every=ft.val_every,
+                                distill=ft.distill, teacher=fleet.base if ft.distill is not None else None)
+    finetune(source_of_file(compact, fleet.config, fleet.data), compact, settings, tuned, force=True, device=device,
+             show_progress=show_progress)
+    source = source_of_file(tuned, fleet.config, fleet.data)
+    baseline = fleet.base if fleet.base is not None else Path("base")  # an own model's: its YAML's base
+    report = evaluate(source, tuned, EvaluateSettings(baseline=baseline), folder / "evaluation.json", force=True,
+                      device=device, show_progress=show_progress)
+    record = export(source, tuned, ExportSettings(format=format_of_runtime(dev.runtime).name, int8=dev.int8),
+                    exported, force=True)
+    return report, record
 
 
 def _claim(out: Path, settings: dict[str, Any]) -> None:

@@ -18,13 +18,13 @@ from ..config import DistillConfig, RunConfig, TrainConfig
 from ..train.distill import Teacher
 from ..train.distributed import world
 from ..data.dataset import SynthDataset, open_for_tasks, validation_source
-from ..errors import TaskcutError, check_choice
-from ..train.evaluate import collect, evaluate
+from ..errors import TaskcutError
+from ..train.evaluate import collect
 from ..fileio import check_writable, file_sha256, write_text
 from ..tasks.floors import synth_floors
-from ..models import count_parameters, load, read_spec, save
+from ..models import count_parameters, load, save
 from ..cut.select import select
-from ..tasks.dense import CONVENTIONS, SegmentationMetrics, delta_fields
+from ..tasks.dense import SegmentationMetrics
 from ..train.fit import fit, train
 from ..tasks.trivial import trivial_metrics
 
@@ -101,48 +101,6 @@ def train_base(config: RunConfig, out: Path, data: str | None = None, force: boo
     return report
 
 
-def finetune_file(model_path: Path, data: str, out: Path, steps: int = 300, batch_size: int = 32,
-                   lr: float = 5e-4, val_every: int = 50, seed: int = 0, force: bool = False,
-                   device: str = "cpu", show_progress: bool = True, schedule: TrainConfig | None = None,
-                   crop: tuple[int, int] | None = None, resume: bool = False,
-                   checkpoint_every: int = 0, distill: DistillConfig | None = None,
-                   teacher: Path | None = None) -> dict[str, Any] | None:
-    """Fine-tune a (compact) model on its own tasks' losses; pruned weights stay zero; best on validation.
-
-    `schedule` (a preset's `finetune` section) replaces steps/batch_size/lr/val_every/seed
-    with its own, including weight decay and the learning-rate steps. With `distill`, the
-    dense model it was pruned from (`teacher`, default: the source its provenance names)
-    restricted to the same tasks teaches it (`taskcut.train.distill`). Checkpoints, resuming
-    and torchrun as in `train_base`.
-    """
-    model_path, out = Path(model_path), Path(out)
-    check_writable(out, force)
-    if out.resolve() == model_path.resolve():
-        raise TaskcutError(f"--out {out} would overwrite the input model")
-    ckpt = check_checkpoint(out, resume, force)
-    cfg = schedule or TrainConfig(steps=steps, batch_size=batch_size, lr=lr, val_every=min(val_every, steps),
-                                  seed=seed)
-    if distill is not None:
-        cfg = cfg.model_copy(update={"distill": distill})
-    spec = read_spec(model_path)
-    model = load(model_path, device)
-    specs = model.config.task_specs()
-    taught = dense_teacher(spec, list(specs), cfg.distill, teacher, device) if cfg.distill is not None else None
-    train_set, val_set = (open_for_tasks(data, s, specs, crop) for s in ("train", "val"))
-    weights = {name: t.loss_weight for name, t in model.config.tasks.items()}
-    result = fit(model, specs, weights, cfg, train_set, val_set, device, show_progress, label="finetune",
-                 checkpoint=ckpt, checkpoint_every=checkpoint_every, resume=resume, teacher=taught)
-    if not world().main:
-        return None
-    provenance = {**spec.get("provenance", {}), "finetune": {**cfg.model_dump(), "best_step": result.best_step,
-                                                             "data": data, "crop": list(crop) if crop else None,
-                                                             "validation": validation_source(val_set)}}
-    save(result.model, out, provenance)
-    ckpt.unlink(missing_ok=True)
-    return {"best_step": result.best_step, "best_val_loss": result.best_val_loss, "seconds": result.seconds,
-            "history": result.history}
-
-
 def dense_teacher(spec: Mapping[str, Any], tasks: Sequence[str], distill: DistillConfig, teacher: Path | None,
                   device: str) -> Teacher:
     """The dense model restricted to `tasks`, frozen, as the compact model's teacher.
@@ -206,43 +164,3 @@ def _finetune_schedule(spec: Mapping[str, Any]) -> tuple[TrainConfig, str, list[
     return TrainConfig(**fields), str(ft["data"]), ft.get("crop")
 
 
-def evaluate_file(model_path: Path, data: str, split: str = "test", baseline: Path | None = None,
-                   out: Path | None = None, force: bool = False, device: str = "cpu",
-                   convention: str = "standard", control: bool = True,
-                   show_progress: bool = True) -> dict[str, Any]:
-    """Per-task metrics of a model on a split, and delta_T against `baseline` restricted to the same tasks.
-
-    With `control` (default) and a fine-tuned model, also delta_T against the dense control:
-    `baseline` restricted to the same tasks and fine-tuned with the model's own schedule
-    (`dense_control`, trained once and cached). `convention`: `standard` (default) or
-    `adashare`, the papers' way of computing the figures (`taskcut.tasks.CONVENTIONS`).
-    """
-    check_choice(list(CONVENTIONS), [convention], "metric convention", "conventions:")
-    if out is not None:
-        check_writable(Path(out), force)
-    model = load(model_path, device)
-    specs = model.config.task_specs()
-    dataset = open_for_tasks(data, split, specs)
-    metrics = evaluate(model, dataset, specs, device=device, convention=convention)
-    report: dict[str, Any] = {"model": str(model_path), "split": split, "data": data, "convention": convention,
-                              "metrics": metrics}
-    if baseline is not None:
-        base = load(baseline, device)
-        missing = [t for t in specs if t not in base.tasks]
-        if missing:
-            raise TaskcutError(f"baseline {baseline} has no task(s) {', '.join(missing)}")
-        base_metrics = evaluate(select(base, list(specs)), dataset, specs, device=device, convention=convention)
-        report["baseline"] = {"model": str(baseline), "metrics": base_metrics}
-        report["baseline"].update(delta_fields(metrics, base_metrics, specs))
-        schedule = _finetune_schedule(read_spec(model_path)) if control else None
-        if schedule is not None:
-            cfg, ft_data, crop = schedule
-            control_path = dense_control(baseline, list(specs), cfg, ft_data, crop, device, show_progress)
-            control_metrics = evaluate(load(control_path, device), dataset, specs, device=device,
-                                       convention=convention)
-            report["control"] = {"model": str(control_path), "metrics": control_metrics,
-                                 "finetune": cfg.model_dump()}
-            report["control"].update(delta_fields(metrics, control_metrics, specs))
-    if out is not None:
-        write_text(Path(out), json.dumps(report, indent=2))
-    return report

@@ -186,11 +186,12 @@ class OwnSource(Source):
                               device=self.device)["metrics"]
 
     def control(self, cfg: TrainConfig) -> tuple[nn.Module, Path]:
-        from .own import own_control
+        from ..jobs.source import YamlSource
 
         schedule = {"steps": cfg.steps, "lr": cfg.lr, "val_every": cfg.val_every, "seed": cfg.seed,
                     "distill": cfg.distill.model_dump() if cfg.distill is not None else None}
-        model, path = own_control(self.cfg, self.tasks, schedule, self.device, self.show_progress)
+        model, path = YamlSource(Path(str(self.spec.config))).dense_control(self.tasks, schedule, self.device,
+                                                                            self.show_progress)
         return model.to(self.device), path
 
     def save(self, model: nn.Module, path: Path, provenance: dict[str, Any]) -> Path:

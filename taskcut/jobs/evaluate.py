@@ -36,6 +36,8 @@ def evaluate(source: Source, model_file: Path, settings: EvaluateSettings, out: 
         report["baseline"].update(delta_fields(metrics, base_metrics, specs))
         if settings.control is not False:
             made = source.control(settings.baseline, list(specs), spec, device, show_progress)
+            if made is None and settings.control:
+                raise TaskcutError(f"--control: {source.no_control(settings.baseline)}")
             if made is not None:
                 control, path, schedule = made
                 control_metrics = source.metrics(control, specs, data, settings.metrics, device)

@@ -19,6 +19,7 @@ def export(source: Source, model_file: Path, settings: ExportSettings, out: Path
     from ..deploy.export import check_options, export_module, file_set
 
     out = Path(out)
+    source.check_export(settings)
     form = check_options(settings.format, settings.int8, out)
     for path in file_set(out, form):
         check_writable(path, force)

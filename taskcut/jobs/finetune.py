@@ -61,7 +61,7 @@ def finetune(source: Source, model_file: Path, settings: FinetuneSettings, out: 
     if not world().main:
         return None
     record = source.finetune_record(cfg, settings, result.best_step, val)
-    source.save(result.model.cpu() if source.saves_on_cpu else result.model, out,
+    source.save(result.model.cpu(), out,
                 {**spec.get("provenance", {}), "finetune": record}, specs)
     ckpt.unlink(missing_ok=True)
     return FinetuneResult(result.model, specs, out, result.best_step, result.best_val_loss, result.seconds,

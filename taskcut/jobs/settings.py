@@ -5,10 +5,11 @@ naming its option."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 
+from ..config import DistillConfig, TrainConfig
 from ..errors import TaskcutError
 from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_THREADS, Strict
 
@@ -40,11 +41,55 @@ class PruneSettings(Strict):
     size: tuple[Side, Side] | None = None
 
 
+class FinetuneSettings(Strict):
+    """`taskcut finetune`: the schedule, distillation and checkpoints."""
+
+    steps: int = Field(default=300, ge=1)
+    #: Images per step: default 32 on a data set; an own model's batches are re-batched to it when given.
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH)
+    lr: float = Field(default=5e-4, gt=0)
+    val_every: int = Field(default=50, ge=1)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    #: The dense model teaches the compact one (`taskcut.train.distill`).
+    distill: DistillConfig | None = None
+    #: The dense teacher's file (default: the model this one was pruned from, or an own model's base).
+    teacher: Path | None = None
+    checkpoint_every: int = Field(default=0, ge=0)
+    resume: bool = False
+    #: A preset's finetune section (weight decay, learning-rate steps): replaces the schedule above.
+    schedule: TrainConfig | None = None
+    #: Random crops of this size while training (a preset's, on real data sets).
+    crop: tuple[Side, Side] | None = None
+
+
+class EvaluateSettings(Strict):
+    """`taskcut evaluate`: which split, against what, by which convention."""
+
+    split: Literal["train", "val", "test"] = "test"
+    #: The dense model delta_T is measured against (an own model's: `base`, its YAML's base model).
+    baseline: Path | None = None
+    #: Also delta_T against the baseline fine-tuned like the model (None: when the model was fine-tuned).
+    control: bool | None = None
+    metrics: str = "standard"
+
+
+class ExportSettings(Strict):
+    """`taskcut export`: the runtime's format, int8, and the split the file is evaluated on."""
+
+    format: str = "onnx"
+    int8: bool = False
+    split: Literal["train", "val", "test"] = "test"
+    #: Height and width of the sample inputs where there is no data.
+    size: tuple[Side, Side] | None = None
+
+
 S = TypeVar("S", bound=Strict)
 
 #: The command-line option of each settings field, for one-line errors.
 OPTIONS = {"batches": "--batches", "batch_size": "--batch-size", "threads": "--threads", "size": "--size",
-           "tasks": "--tasks", "sparsity": "--sparsity", "budget": "--budget", "rule": "--fusion"}
+           "tasks": "--tasks", "sparsity": "--sparsity", "budget": "--budget", "rule": "--fusion", "steps": "--steps",
+           "lr": "--lr", "val_every": "--val-every", "checkpoint_every": "--checkpoint-every", "split": "--split",
+           "format": "--format", "metrics": "--metrics"}
 
 
 def make(kind: type[S], **values: Any) -> S:

@@ -16,13 +16,16 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..config import DistillConfig, TrainConfig
 from ..cut.select import check_tasks, select
 from ..errors import TaskcutError
 from ..tasks import TaskSpec
-from .settings import ScoringSettings
+from .settings import ExportSettings, FinetuneSettings, ScoringSettings
 
 #: Scoring batches, and images per batch of a data set, when neither an option nor a scores file says.
 DEFAULT_BATCHES, DEFAULT_BATCH_SIZE = 50, 8
+#: Images per fine-tuning step on a data set when not given.
+FINETUNE_BATCH_SIZE = 32
 
 
 class Source:
@@ -106,6 +109,77 @@ class Source:
         """File size of the selected model saved dense: the yardstick for the compact file."""
         with tempfile.TemporaryDirectory() as tmp:
             return self.save(selected, Path(tmp) / "dense.safetensors", {}, self.specs(selected, tasks)).stat().st_size
+
+    # -- the jobs on a model file made from this source (finetune, evaluate, export) ------------------
+
+    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
+        """A model file made from this source: the model on `device`, its tasks, and its spec."""
+        raise NotImplementedError
+
+    def train_config(self, settings: FinetuneSettings) -> TrainConfig:
+        """The fine-tuning schedule `fit` follows."""
+        raise NotImplementedError
+
+    def fit_data(self, model: nn.Module, specs: Mapping[str, TaskSpec], settings: FinetuneSettings,
+                 device: str) -> tuple[Any, Any]:
+        """The train stream and the validation data (None: no validation split) for fine-tuning."""
+        raise NotImplementedError
+
+    def teacher(self, spec: Mapping[str, Any], specs: Mapping[str, TaskSpec], distill: DistillConfig,
+                path: Path | None, device: str) -> Any:
+        """The dense model restricted to `specs`, frozen, as a compact model's teacher (`path`, or the
+        source's own dense model)."""
+        raise NotImplementedError
+
+    def loss_weights(self, model: nn.Module, specs: Mapping[str, TaskSpec]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finetune_record(self, cfg: TrainConfig, settings: FinetuneSettings, best_step: int,
+                        val: Any) -> dict[str, Any]:
+        """What a fine-tuned file records of its schedule: what `control` repeats."""
+        raise NotImplementedError
+
+    def split_data(self, specs: Mapping[str, TaskSpec], split: str, device: str) -> Any:
+        """Every batch of `split`, for metrics."""
+        raise NotImplementedError
+
+    def data_record(self) -> dict[str, Any]:
+        """What a report records of the data."""
+        return {}
+
+    def metrics(self, model: nn.Module, specs: Mapping[str, TaskSpec], data: Any, convention: str,
+                device: str) -> dict[str, dict[str, float]]:
+        """Metrics of `model` on every batch of `data` (in eval mode, restored afterwards)."""
+        from ..cut.decompose import evaluating, task_outputs
+        from ..train.evaluate import evaluate_predictor
+
+        with evaluating(model):
+            return evaluate_predictor(lambda b: task_outputs(model(b["image"])), data, specs, device=device,
+                                      convention=convention)
+
+    def baseline(self, path: Path, tasks: list[str], device: str) -> nn.Module:
+        """The dense model delta_T is measured against."""
+        raise NotImplementedError
+
+    def control(self, baseline: Path, tasks: list[str], spec: Mapping[str, Any], device: str,
+                show_progress: bool) -> tuple[nn.Module, Path, dict[str, Any]] | None:
+        """The dense control of a fine-tuned model: `baseline` restricted to `tasks` and fine-tuned
+        exactly as the model was (its provenance's schedule), trained once and cached; with the file and
+        the schedule. None where the model was not fine-tuned."""
+        raise NotImplementedError
+
+    def no_control(self, baseline: Path) -> str:
+        """Why there is no control for a model (said when one was asked for)."""
+        return "the model was not fine-tuned (its provenance has no schedule to repeat on the dense model)"
+
+    def check_export(self, settings: ExportSettings) -> None:
+        """Export settings this source cannot apply, refused before any work."""
+
+    def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
+                      settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
+        """Sample inputs the exported file is checked on, int8 calibration images (None for fp32), the
+        batches it is evaluated on (None without data), and what the record says of them."""
+        raise NotImplementedError
 
 
 class FileSource(Source):
@@ -216,6 +290,88 @@ class FileSource(Source):
 
     def base_file(self, folder: Path) -> Path:
         return self.path
+
+    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
+        from ..models import load, read_spec
+
+        model = load(path, device)
+        return model, model.config.task_specs(), read_spec(path)
+
+    def train_config(self, settings: FinetuneSettings) -> TrainConfig:
+        cfg = settings.schedule or TrainConfig(
+            steps=settings.steps, batch_size=FINETUNE_BATCH_SIZE if settings.batch_size is None else settings.batch_size,
+            lr=settings.lr, val_every=min(settings.val_every, settings.steps), seed=settings.seed)
+        return cfg.model_copy(update={"distill": settings.distill}) if settings.distill is not None else cfg
+
+    def fit_data(self, model: nn.Module, specs: Mapping[str, TaskSpec], settings: FinetuneSettings,
+                 device: str) -> tuple[Any, Any]:
+        from ..data.dataset import open_for_tasks
+
+        crop = tuple(settings.crop) if settings.crop else None
+        return tuple(open_for_tasks(self._data(), s, specs, crop) for s in ("train", "val"))  # type: ignore
+
+    def teacher(self, spec: Mapping[str, Any], specs: Mapping[str, TaskSpec], distill: DistillConfig,
+                path: Path | None, device: str) -> Any:
+        from ..experiments.pipeline import dense_teacher
+
+        return dense_teacher(spec, list(specs), distill, path, device)
+
+    def loss_weights(self, model: nn.Module, specs: Mapping[str, TaskSpec]) -> dict[str, float]:
+        return {name: t.loss_weight for name, t in model.config.tasks.items()}
+
+    def finetune_record(self, cfg: TrainConfig, settings: FinetuneSettings, best_step: int,
+                        val: Any) -> dict[str, Any]:
+        from ..data.dataset import validation_source
+
+        return {**cfg.model_dump(), "best_step": best_step, "data": self.data,
+                "crop": list(settings.crop) if settings.crop else None, "validation": validation_source(val)}
+
+    def split_data(self, specs: Mapping[str, TaskSpec], split: str, device: str) -> Any:
+        from ..data.dataset import open_for_tasks
+
+        return open_for_tasks(self._data(), split, specs)
+
+    def data_record(self) -> dict[str, Any]:
+        return {"data": self.data}
+
+    def baseline(self, path: Path, tasks: list[str], device: str) -> nn.Module:
+        from ..models import load
+
+        base = load(path, device)
+        missing = [t for t in tasks if t not in base.tasks]
+        if missing:
+            raise TaskcutError(f"baseline {path} has no task(s) {', '.join(missing)}")
+        return select(base, tasks)
+
+    def control(self, baseline: Path, tasks: list[str], spec: Mapping[str, Any], device: str,
+                show_progress: bool) -> tuple[nn.Module, Path, dict[str, Any]] | None:
+        from ..experiments.pipeline import _finetune_schedule, dense_control
+        from ..models import load
+
+        schedule = _finetune_schedule(spec)
+        if schedule is None:
+            return None
+        cfg, data, crop = schedule
+        path = dense_control(baseline, tasks, cfg, data, crop, device, show_progress)
+        return load(path, device), path, cfg.model_dump()
+
+    def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
+                      settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
+        from ..data.dataset import open_for_tasks
+        from ..deploy.export import model_data, sample_inputs, training_images
+        from ..models import read_spec
+
+        data = self.data or model_data(read_spec(path))
+        if data is None:
+            if settings.int8:
+                raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {path})")
+            return sample_inputs(settings.size or (64, 64)), None, None, {"data": None, "split": None}
+        if settings.size is not None:
+            raise TaskcutError(f"--size sets the sample inputs where there is no data; {path} is checked on "
+                               f"{data}'s images: leave it out")
+        samples = training_images(data, specs)
+        evaluation = open_for_tasks(data, settings.split, specs)
+        return samples[:4], samples if settings.int8 else None, evaluation, {"data": data, "split": settings.split}
 
     def dense_bytes(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> int:
         """Saved from a view that shares the base's modules (the trunk and the chosen heads): nothing
@@ -332,6 +488,144 @@ class YamlSource(Source):
     def base_file(self, folder: Path) -> Path:
         return self.save(self.open("cpu"), Path(folder) / "dense.safetensors", {"fleet": "dense base"}, self.cfg.specs)
 
+    def _batches(self, split: str, device: str | None = None, what: str = "batches") -> Any:
+        from ..api import Batches
+
+        return Batches(self.cfg.split(split), self.cfg.transform(), device or "cpu", f"{split} {what}")
+
+    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
+        from ..experiments.own import _own_file
+        from ..models import read_spec
+
+        model, specs = _own_file(path, self.cfg)
+        return model.to(device), specs, read_spec(path)
+
+    def train_config(self, settings: FinetuneSettings) -> TrainConfig:
+        # the data factory makes the batches (re-batched to `settings.batch_size` when given)
+        return TrainConfig(steps=settings.steps, lr=settings.lr, val_every=min(settings.val_every, settings.steps),
+                           seed=settings.seed, batch_size=1, distill=settings.distill)
+
+    def fit_data(self, model: nn.Module, specs: Mapping[str, TaskSpec], settings: FinetuneSettings,
+                 device: str) -> tuple[Any, Any]:
+        from ..api import Batches, check_model
+        from ..train.distributed import world
+        from ..train.fit import IterableStream
+
+        if world().size > 1:
+            raise TaskcutError("torchrun shares a data set's batches between processes; an own model's data "
+                               "factory is not split: fine-tune it in one process")
+        train = self._train(device, settings.batch_size)
+        if settings.batch_size is not None:
+            train = Batches(train, None, device, "train batches")
+        check_model(model, specs, train.first(), list(specs))
+        splits = self.cfg.splits()
+        val = self._batches("val", device, "validation batches") if "val" in splits else None
+        return IterableStream(train), val
+
+    def teacher(self, spec: Mapping[str, Any], specs: Mapping[str, TaskSpec], distill: DistillConfig,
+                path: Path | None, device: str) -> Any:
+        from ..models import load
+        from ..train.distill import Teacher
+
+        dense = load(path, trust=self.cfg.references()) if path is not None else self.cfg.build()
+        return Teacher(dense.to(device), distill, dict(specs))
+
+    def loss_weights(self, model: nn.Module, specs: Mapping[str, TaskSpec]) -> dict[str, float]:
+        return {t: self.cfg.weights()[t] for t in specs}
+
+    def finetune_record(self, cfg: TrainConfig, settings: FinetuneSettings, best_step: int,
+                        val: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {"steps": cfg.steps, "lr": cfg.lr, "val_every": settings.val_every,
+                                  "distill": cfg.distill.model_dump() if cfg.distill else None,
+                                  "validation": "val" if val is not None else "none"}
+        if settings.batch_size is not None:
+            record["batch_size"] = settings.batch_size
+        if settings.seed:
+            record["seed"] = settings.seed
+        if settings.teacher is not None:
+            record["teacher"] = str(settings.teacher)
+        return record
+
+    def split_data(self, specs: Mapping[str, TaskSpec], split: str, device: str) -> Any:
+        return self._batches(split, device)
+
+    def baseline(self, path: Path, tasks: list[str], device: str) -> nn.Module:
+        from ..models import load
+
+        return (self.cfg.build() if str(path) == "base" else load(path, trust=self.cfg.references())).to(device)
+
+    def control(self, baseline: Path, tasks: list[str], spec: Mapping[str, Any], device: str,
+                show_progress: bool) -> tuple[nn.Module, Path, dict[str, Any]] | None:
+        schedule = spec.get("provenance", {}).get("finetune")
+        if str(baseline) != "base" or not isinstance(schedule, dict):
+            return None
+        model, path = self.dense_control(tasks, schedule, device, show_progress)
+        return model.to(device), path, schedule
+
+    def dense_control(self, tasks: list[str], schedule: Mapping[str, Any], device: str = "cpu",
+                      show_progress: bool = False) -> tuple[nn.Module, Path]:
+        """The base restricted to `tasks` and fine-tuned exactly as a compact model was (`schedule`: steps,
+        lr, val_every, distill, and seed and batch size where set; the same batches and selection on the
+        validation split, through the same `fit` as `taskcut.jobs.finetune`), so a gain the control
+        shows too is the extra training, not the pruning. Cached by (the base's factory, arguments and
+        weights, the tasks, the schedule, the data)."""
+        import hashlib
+        import json
+
+        from ..cache import cache_dir
+        from ..models import load
+        from ..train.fit import fit
+        from .settings import make
+
+        recipe = {k: schedule.get(k) for k in ("steps", "lr", "val_every", "distill")}
+        for extra in ("seed", "batch_size"):  # set only when used: the keys of earlier controls stay theirs
+            if schedule.get(extra):
+                recipe[extra] = int(schedule[extra])
+        key_data = {"base": self.identity(), "tasks": tasks, "finetune": recipe,
+                    "data": self.cfg.data.model_dump(mode="json")}
+        key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = cache_dir() / "controls" / f"own-control-{key}.safetensors"
+        if path.is_file():
+            return load(path, trust=self.cfg.references()), path
+        settings = make(FinetuneSettings, **{k: v for k, v in recipe.items() if v is not None})
+        dense = self.select(self.open(device), tasks, device)
+        specs = self.specs(dense, tasks)
+        cfg = self.train_config(settings)
+        train, val = self.fit_data(dense, specs, settings, device)
+        teacher = self.teacher({}, specs, cfg.distill, None, device) if cfg.distill is not None else None
+        fit(dense, specs, self.loss_weights(dense, specs), cfg, train, val, device, show_progress, label="finetune",
+            teacher=teacher)
+        self.save(dense.cpu(), path, {"control": key_data}, specs)
+        return dense, path
+
+    def check_export(self, settings: ExportSettings) -> None:
+        if settings.size is not None:
+            raise TaskcutError("--size does not apply with an own model's --config: its data gives the input "
+                               "size; leave it out")
+
+    def no_control(self, baseline: Path) -> str:
+        if str(baseline) != "base":
+            return "needs --baseline base: the control is the YAML's base model fine-tuned like this one"
+        return super().no_control(baseline)
+
+    def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
+                      settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
+        from ..deploy.export import CALIBRATION_IMAGES
+
+        self.check_export(settings)
+        samples = self._batches(settings.split).first()["image"].cpu()
+        images = None
+        if settings.int8:
+            taken, count = [], 0
+            for batch in self._batches("train", what="calibration batches"):
+                taken.append(batch["image"].cpu())
+                count += len(taken[-1])
+                if count >= CALIBRATION_IMAGES:
+                    break
+            images = torch.cat(taken)[:CALIBRATION_IMAGES]
+        return samples, images, self._batches(settings.split, what="evaluation batches"), \
+            {"config": str(self.name), "split": settings.split}
+
 
 def open_source(model: Path | None = None, config: Path | None = None, data: str | None = None) -> Source:
     """The source a command names: a model file (with `data`), or an own model's YAML (`config`), never
@@ -345,6 +639,18 @@ def open_source(model: Path | None = None, config: Path | None = None, data: str
     if model is None:
         raise TaskcutError("give the model file (or --config own.yaml naming your model's factory)")
     return FileSource(model, data)
+
+
+def source_of_file(model_file: Path, config: Path | None = None, data: str | None = None) -> Source:
+    """The source of a model file made by taskcut (a compact or fine-tuned model): an own model's YAML
+    (`config`) when given, else the file itself with its data (`data`)."""
+    from ..experiments.own import is_own_config
+
+    if config is not None and is_own_config(config):
+        source: Source = YamlSource(config)
+        source.refuse({"--data": data})
+        return source
+    return FileSource(model_file, data)
 
 
 def tasks_of(source: Source, wanted: list[str]) -> list[str]:
