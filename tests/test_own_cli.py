@@ -144,7 +144,7 @@ REFUSED = {
     "finetune": [["--data", "synth:x"], ["--preset", "nyuv2"]],
     "evaluate": [["--data", "synth:x"]],
     "export": [["--data", "synth:x"], ["--size", "32", "32"]],
-    "compare": [["--data", "synth:x"], ["--batch-size", "4"]],
+    "compare": [["--data", "synth:x"]],
 }
 
 

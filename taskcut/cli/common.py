@@ -130,36 +130,11 @@ def _check_size(size: tuple[int, int]) -> None:
         raise TaskcutError(f"--size {size[0]} {size[1]} is over the maximum side of {MAX_IMAGE_SIDE}")
 
 
-_OWN_REASONS = {
-    "--data": "its YAML names the data", "the model file": "its YAML names the model",
-    "--batch-size": "its data factory makes the batches", "--size": "its data gives the input size",
-    "--preset": "its YAML is the config",
-    "--metrics": "own models report the standard metrics only",
-}
-
-
-def _refuse_for_own(given: dict[str, object]) -> None:
-    """Options an own model's --config run cannot apply are refused in one line, never ignored."""
-    for option, value in given.items():
-        if value is not None:
-            raise TaskcutError(f"{option} does not apply with an own model's --config: {_OWN_REASONS[option]}; "
-                               "leave it out")
-
-
 def _own(config: Optional[Path]) -> bool:
     """Whether --config names an own model (a YAML with model.factory) rather than a preset-style config."""
     from ..experiments.own import is_own_config
 
     return is_own_config(config)
-
-
-def _zoo_inputs(base: Optional[Path], data: Optional[str]) -> tuple[Path, str]:
-    """A zoo run needs the model file and --data; an own model's --config would name both."""
-    if base is None:
-        raise TaskcutError("give the model file (or --config own.yaml naming your model's factory)")
-    if data is None:
-        raise TaskcutError("give --data KIND:PATH (or --config own.yaml naming your data's factory)")
-    return base, data
 
 
 def _task_list(text: str) -> list[str]:

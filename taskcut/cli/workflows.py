@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import TaskcutError
-from .common import (app, out, _clean_errors, _DEVICE, _QUIET, _TRUST_CODE, _refuse_for_own, _zoo_inputs, _task_list,
+from .common import (app, out, _clean_errors, _DEVICE, _QUIET, _TRUST_CODE, _task_list,
                      _check_device, _distill_settings)
 
 
@@ -53,8 +53,8 @@ def compare_cmd(
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
     finetune_steps: int = typer.Option(100, help="Fine-tuning steps per cell (the same budget for every method)."),
     batches: int = typer.Option(20, help="Scoring batches."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8; not with --config: "
-                                                        "the YAML's data makes the batches)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8 for a data set; an own "
+                                                        "model's batches are re-batched to it)."),
     structured: bool = typer.Option(False, help="Remove whole channels instead of single weights."),
     config: Optional[Path] = typer.Option(None, "--config", help="An own model's YAML (factory, weights, tasks, "
                                                                  "data) instead of a model file and --data."),
@@ -72,40 +72,22 @@ def compare_cmd(
     from ..experiments.compare import CompareSpec, parse_floats, parse_ints, run_compare
     from ..experiments.report import markdown, summary_table
 
+    from ..experiments.sources import chosen_specs
+    from ..jobs.source import YamlSource, open_source
+
     _check_device(device)
-    if config is not None:
-        _refuse_for_own({"--data": data, "--batch-size": batch_size, "the model file": base})
-        if distill_features:
-            raise TaskcutError("--distill-features is not available with --config: an own model names no trunk "
-                               "whose features could be matched")
-    else:
-        base, data = _zoo_inputs(base, data)
+    if isinstance(open_source(base, config, data), YamlSource) and distill_features:
+        raise TaskcutError("--distill-features is not available with an own model's --config: it names no trunk "
+                           "whose features could be matched")
     spec = CompareSpec(base=base, tasks=_task_list(tasks), sparsities=parse_floats(sparsities, "--sparsities"),
-                       methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data or "", out=out_dir,
-                       finetune_steps=finetune_steps, batches=batches,
-                       batch_size=8 if batch_size is None else batch_size, structured=structured,
+                       methods=_task_list(methods), seeds=parse_ints(seeds, "--seeds"), data=data, out=out_dir,
+                       finetune_steps=finetune_steps, batches=batches, batch_size=batch_size, structured=structured,
                        finetunes=tuple(_task_list(finetunes)),
                        distill=_distill_settings(distill_weight, distill_temperature, distill_features), config=config)
     rows = run_compare(spec, device, not quiet)
-    columns, table = summary_table(rows, _specs(base, spec.tasks) if config is None else
-                                   _own_specs(config, spec.tasks))
+    columns, table = summary_table(rows, chosen_specs(spec))
     typer.echo(markdown(columns, table))
     out.print(f"wrote {out_dir / 'results.csv'}, {out_dir / 'results.md'} and {out_dir / 'report.html'}")
-
-
-def _own_specs(config: Path, tasks: list[str]) -> dict:
-    from ..experiments.own import load_own_config
-
-    specs = load_own_config(config).specs
-    return {t: s for t, s in specs.items() if t in tasks}
-
-
-def _specs(base: Path, tasks: list[str]) -> dict:
-    from ..models.io import zoo_spec
-    from ..tasks.dense import TaskSpec
-
-    model_tasks = zoo_spec(base)["model"]["tasks"]
-    return {t: TaskSpec(t, model_tasks[t]["kind"], model_tasks[t]["channels"]) for t in model_tasks if t in tasks}
 
 
 @app.command("demo")
@@ -134,5 +116,3 @@ def demo_cmd(
         out.print(f"- {line}", highlight=False)
     out.print(f"total {result['seconds']['total']:.0f} s; open {(out_dir / 'report.html').resolve()}", highlight=False)
 
-
-#: Why an option does not apply with an own model's --config (said in the refusal).

@@ -23,14 +23,14 @@ import torch
 from ..compact.masking import apply_masks, masks_of, unmask
 from ..settings import MAX_BATCH
 from .naming import CONTROL, FINETUNES, cell_name, label
-from ..config import DistillConfig, TrainConfig
+from ..config import DistillConfig
 from ..errors import TaskcutError, check_choice
 from ..fileio import folder_lock, read_csv, write_csv, write_text
 from ..cut.fuse import check_sparsity, fuse
 from .methods import RULES, check_methods, method_scores
 from ..progress import console
 from ..tasks.dense import TaskSpec, delta_t
-from .sources import Source, check_source, open_source
+from .sources import Comparison, check_source, open_comparison
 
 
 @dataclass
@@ -40,12 +40,14 @@ class CompareSpec:
     sparsities: list[float]
     methods: list[str]
     seeds: list[int]
-    data: str
+    data: str | None
     out: Path
     finetune_steps: int = 100
     batches: int = 20
-    batch_size: int = 8
-    finetune_batch_size: int = 32
+    #: Images per scoring and per fine-tuning batch: defaults 8 and 32 on a data set; an own model's data
+    #: factory makes its batches unless a size is given.
+    batch_size: int | None = None
+    finetune_batch_size: int | None = None
     lr: float = 5e-4
     #: Remove whole channels (`taskcut.compact.structured`) instead of masking single weights.
     structured: bool = False
@@ -80,7 +82,7 @@ def validate(spec: CompareSpec) -> list[str]:
         raise TaskcutError(f"--finetune-steps must be >= 0, got {spec.finetune_steps}")
     for value, what in ((spec.batches, "--batches"), (spec.batch_size, "--batch-size"),
                         (spec.finetune_batch_size, "fine-tuning batch size")):
-        if not 1 <= value <= MAX_BATCH:
+        if value is not None and not 1 <= value <= MAX_BATCH:
             raise TaskcutError(f"{what} must be between 1 and {MAX_BATCH}, got {value}")
     if (spec.base is None) == (spec.config is None):
         raise TaskcutError("compare needs a base model file with --data, or an own model's --config (not both)")
@@ -96,10 +98,10 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
     a folder: a second fails at once, naming it."""
     validate(spec)
     with folder_lock(spec.out, exclusive=True, what="comparing into"):
-        return _run_compare(spec, open_source(spec, device, show_progress), device, show_progress)
+        return _run_compare(spec, open_comparison(spec, device, show_progress), device, show_progress)
 
 
-def _run_compare(spec: CompareSpec, source: Source, device: str, show_progress: bool) -> list[dict[str, Any]]:
+def _run_compare(spec: CompareSpec, source: Comparison, device: str, show_progress: bool) -> list[dict[str, Any]]:
     from .report import write_report
 
     out = spec.out
@@ -152,14 +154,6 @@ def _run_compare(spec: CompareSpec, source: Source, device: str, show_progress: 
     return rows
 
 
-def finetune_config(spec: CompareSpec, seed: int, recipe: str = "plain") -> TrainConfig:
-    """The one fine-tuning budget of a comparison: every cell and the control get exactly this
-    (a distilled cell and its control add the same distillation)."""
-    return TrainConfig(steps=spec.finetune_steps, batch_size=spec.finetune_batch_size, lr=spec.lr,
-                       val_every=max(1, spec.finetune_steps // 4), seed=seed,
-                       distill=spec.distill if recipe == "distill" else None)
-
-
 def metrics_of(row: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[str, dict[str, float]]:
     """A results row's metrics back as `{task: {metric: value}}`."""
     return {t: {m: float(row[f"{t}.{m}"]) for m in (k.split(".", 1)[1] for k in row if k.startswith(f"{t}."))}
@@ -176,11 +170,11 @@ def _deltas(metrics, reference, specs, suffix: str = "") -> dict[str, float]:
     return {f"delta_T{suffix}": delta.delta_t, **{f"delta_{t}{suffix}": v for t, v in delta.per_task.items()}}
 
 
-def _control_row(spec: CompareSpec, source: Source, dense_metrics, seed: int, recipe: str) -> dict[str, Any]:
+def _control_row(spec: CompareSpec, source: Comparison, dense_metrics, seed: int, recipe: str) -> dict[str, Any]:
     """The dense model on the same tasks with the cells' fine-tuning budget, recipe and seed (cached)."""
     specs = source.specs
     start = time.perf_counter()
-    model, path = source.control(finetune_config(spec, seed, recipe))
+    model, path = source.control(source.schedule(seed, spec.distill if recipe == "distill" else None))
     seconds = time.perf_counter() - start
     metrics = source.evaluate(model)
     row: dict[str, Any] = {"method": label(CONTROL, recipe), "sparsity": 0.0, "seed": seed, "achieved_sparsity": 0.0,
@@ -192,7 +186,7 @@ def _control_row(spec: CompareSpec, source: Source, dense_metrics, seed: int, re
     return row
 
 
-def _run_cell(spec: CompareSpec, source: Source, dense_metrics, method: str, recipe: str, sparsity: float,
+def _run_cell(spec: CompareSpec, source: Comparison, dense_metrics, method: str, recipe: str, sparsity: float,
               seed: int, device: str, control_metrics: Mapping[str, Mapping[str, float]] | None = None
               ) -> dict[str, Any]:
     tasks, specs = source.tasks, source.specs
@@ -212,7 +206,7 @@ def _run_cell(spec: CompareSpec, source: Source, dense_metrics, method: str, rec
     score_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if spec.finetune_steps > 0:
-        model = source.finetune(model, finetune_config(spec, seed, recipe), name)
+        model = source.finetune(model, source.schedule(seed, spec.distill if recipe == "distill" else None), name)
     finetune_seconds = time.perf_counter() - start
     metrics = source.evaluate(model)
     path = source.save(model, spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",

@@ -35,6 +35,8 @@ class Source:
     name: Path
     #: What a refused option is told: why it cannot apply to this source.
     REASONS: dict[str, str] = {}
+    #: Images per fine-tuning step when not given (None: the data's own batches).
+    FINETUNE_BATCH_SIZE: int | None = None
 
     def refuse(self, given: Mapping[str, object]) -> None:
         """Options this source cannot apply are refused in one line, never ignored."""
@@ -48,6 +50,14 @@ class Source:
 
     def identity(self) -> str:
         """What identifies the base (a scores file records it)."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """What a results folder records of the source (to refuse resuming with another one)."""
+        raise NotImplementedError
+
+    def declared_specs(self, tasks: list[str]) -> dict[str, TaskSpec]:
+        """The specs of `tasks` as the source declares them, without building the model."""
         raise NotImplementedError
 
     def open(self, device: str) -> nn.Module:
@@ -75,6 +85,11 @@ class Source:
     def scoring_batches(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings, rank: int, size: int,
                         device: str) -> tuple[Iterable[Mapping[str, torch.Tensor]], int]:
         """This process's share of the scoring batches (every `size`-th from `rank`), and how many."""
+        raise NotImplementedError
+
+    def sampled_batches(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings, seed: int,
+                        device: str) -> Iterable[Mapping[str, torch.Tensor]]:
+        """The scoring batches of a comparison's cell with `seed`."""
         raise NotImplementedError
 
     def example(self, specs: Mapping[str, TaskSpec], device: str, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -168,6 +183,15 @@ class Source:
         the schedule. None where the model was not fine-tuned."""
         raise NotImplementedError
 
+    def control_of(self, tasks: list[str], schedule: FinetuneSettings, device: str,
+                   show_progress: bool) -> tuple[nn.Module, Path]:
+        """The base restricted to `tasks` and fine-tuned with `schedule` (cached): a comparison's control."""
+        raise NotImplementedError
+
+    def samples(self, specs: Mapping[str, TaskSpec]) -> Any:
+        """The test split as a data set to draw sample predictions from, or None where it is not one."""
+        return None
+
     def no_control(self, baseline: Path) -> str:
         """Why there is no control for a model (said when one was asked for)."""
         return "the model was not fine-tuned (its provenance has no schedule to repeat on the dense model)"
@@ -186,6 +210,7 @@ class FileSource(Source):
     """A taskcut model file (the zoo's SceneNet) and a `KIND:PATH` data set."""
 
     REASONS = {"--config": "with a model file (its spec names the model)"}
+    FINETUNE_BATCH_SIZE = FINETUNE_BATCH_SIZE
 
     def __init__(self, path: Path, data: str | None) -> None:
         from ..models.io import zoo_spec
@@ -214,6 +239,33 @@ class FileSource(Source):
         from ..fileio import file_sha256
 
         return file_sha256(self.path)
+
+    def record(self) -> dict[str, Any]:
+        return {"base": str(self.path), "base_sha256": self.identity(), "data": self.data}
+
+    def declared_specs(self, tasks: list[str]) -> dict[str, TaskSpec]:
+        declared = self.spec["model"]["tasks"]
+        return {t: TaskSpec.from_dict(t, declared[t]) for t in tasks}
+
+    def sampled_batches(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings, seed: int,
+                        device: str) -> Iterable[Mapping[str, torch.Tensor]]:
+        from ..data.dataset import iterate_batches
+
+        assert scoring.batch_size is not None
+        generator = torch.Generator().manual_seed(seed)
+        return itertools.islice(iterate_batches(self.train_set(specs), scoring.batch_size, shuffle=True,
+                                                generator=generator), scoring.batches)
+
+    def control_of(self, tasks: list[str], schedule: FinetuneSettings, device: str,
+                   show_progress: bool) -> tuple[nn.Module, Path]:
+        from ..experiments.pipeline import dense_control
+        from ..models import load
+
+        path = dense_control(self.path, tasks, self.train_config(schedule), self._data(), None, device, show_progress)
+        return load(path, device), path
+
+    def samples(self, specs: Mapping[str, TaskSpec]) -> Any:
+        return self.split_data(specs, "test", "cpu")
 
     def open(self, device: str) -> nn.Module:
         from ..models import load
@@ -406,6 +458,23 @@ class YamlSource(Source):
         from ..experiments.scores import own_base_digest
 
         return own_base_digest(self.cfg)
+
+    def record(self) -> dict[str, Any]:
+        return {"config": str(self.name), "base_digest": self.identity(), "data": self.cfg.data.model_dump(mode="json")}
+
+    def declared_specs(self, tasks: list[str]) -> dict[str, TaskSpec]:
+        return {t: self.cfg.specs[t] for t in tasks}
+
+    def sampled_batches(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings, seed: int,
+                        device: str) -> Iterable[Mapping[str, torch.Tensor]]:
+        # the user's data factory decides the order: every method and seed scores the same batches
+        return itertools.islice(self._train(device, scoring.batch_size), scoring.batches)
+
+    def control_of(self, tasks: list[str], schedule: FinetuneSettings, device: str,
+                   show_progress: bool) -> tuple[nn.Module, Path]:
+        recipe = schedule.model_dump(include={"steps", "lr", "val_every", "seed", "distill", "batch_size"})
+        model, path = self.dense_control(tasks, recipe, device, show_progress)
+        return model.to(device), path
 
     def open(self, device: str) -> nn.Module:
         return self.cfg.build().to(device)
