@@ -70,21 +70,26 @@ def bench_cmd(
                                                    "or an exported file's own."),
     runs: int = typer.Option(10, help="Timed warm runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    config: Optional[Path] = typer.Option(None, help="An own model's YAML: its code is trusted, its data's input "
+                                          "is timed and its train split calibrates --int8."),
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Latency (median, min over warm runs), parameters, MACs and file size; ratios against --vs."""
     from ..deploy.bench import check_runtime, measure, ratios
+    from ..jobs.source import source_of_file
 
     if size is not None:
         _check_size(size)
+    source = source_of_file(model_file, config, data) if config is not None else None
     for name in (runtime, vs_runtime):
         if name is not None:
             check_runtime(name)
-    stats = measure(model_file, runtime, threads, size, runs=runs, int8=int8, data=data)
+    stats = measure(model_file, runtime, threads, size, runs=runs, int8=int8, data=data,
+                    source=source if _is_model_file(model_file) else None)
     other = None
     if vs is not None:
         vs_rt = vs_runtime or (runtime if _is_model_file(vs) else None)
-        other = measure(vs, vs_rt, threads, size, runs=runs)
+        other = measure(vs, vs_rt, threads, size, runs=runs, source=source if _is_model_file(vs) else None)
     if as_json:
         typer.echo(json.dumps({"model": stats, "vs": other, "ratios": ratios(stats, other) if other else None},
                               indent=2))

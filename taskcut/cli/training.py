@@ -86,10 +86,11 @@ def finetune_cmd(
     if not distill and (teacher is not None or distill_features or distill_weight != 1.0 or distill_temperature != 1.0):
         raise TaskcutError("--teacher and --distill-* settings need --distill")
     taught = _distill_settings(distill_weight, distill_temperature, distill_features) if distill else None
-    source = source_of_file(model_file, config, data)
+    own = config is not None and is_own_config(config)
+    source = source_of_file(model_file, config if own else None, data)
     source.refuse({"--preset": preset})
     schedule, crop = None, None
-    if preset is not None or (config is not None and not is_own_config(config)):
+    if preset is not None or (config is not None and not own):
         given = {"--steps": steps, "--batch-size": batch_size, "--lr": lr, "--val-every": val_every}
         for option, value in given.items():
             if value is not None:

@@ -71,10 +71,13 @@ def check_timing(threads: int, size: tuple[int, int] | list[int] | None = None, 
 
 
 def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tuple[int, int] | None = None,
-            warmup: int = 3, runs: int = 10, int8: bool = False, data: str | None = None) -> dict[str, Any]:
+            warmup: int = 3, runs: int = 10, int8: bool = False, data: str | None = None,
+            source: Any = None) -> dict[str, Any]:
     """Median and minimum latency over warm runs (batch 1) and file size of a taskcut model file run in
     `runtime` (exported on the fly; int8 calibrated on `data`, default the model's own), or of an exported
-    file run in its own runtime; parameters and MACs where the file is a taskcut model."""
+    file run in its own runtime; parameters and MACs where the file is a taskcut model. An own model's
+    file is measured with its `source` (`taskcut.jobs.source.YamlSource`): its code trusted, its data's
+    input timed (or one of `size`), int8 calibrated on its train split."""
     check_timing(threads, size, runs, warmup)
     path = Path(path)
     if not path.is_file():
@@ -85,9 +88,14 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
     runtime = runtime or "onnxruntime"
     check_runtime(runtime, int8)
     spec = read_spec(path)  # a clear error for anything that is not a taskcut model
-    size = size or (224, 224)
-    model = baked(load(path))
-    image = torch.rand(1, 3, *size)
+    if source is not None:
+        model = baked(source.open_model(path, "cpu")[0])
+        image = source.bench_input(size)
+        size = tuple(image.shape[-2:])
+    else:
+        size = size or (224, 224)
+        model = baked(load(path))
+        image = torch.rand(1, 3, *size)
     with torch.no_grad():
         tasks = list(task_outputs(model(image)))
     stats: dict[str, Any] = {
@@ -96,7 +104,10 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
         "macs": count_macs(model, image), "file_bytes": path.stat().st_size, "runtime": runtime, "int8": int8,
         "threads": threads, "size": list(size),
     }
-    calibration = _calibration(spec, data, size, path, model.config.task_specs()) if int8 else None
+    calibration = None
+    if int8:
+        calibration = _resized(source.calibration_images(), size) if source is not None else \
+            _calibration(spec, data, size, path, model.config.task_specs())
     times, exported = latencies(model, image, runtime, threads, warmup, runs, tasks, calibration)
     if exported is not None:
         stats["export_bytes"] = exported
@@ -110,8 +121,12 @@ def _calibration(spec: dict[str, Any], data: str | None, size: tuple[int, int], 
     data = data or model_data(spec)
     if data is None:
         raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {path})")
-    images = training_images(data, specs)
-    if tuple(images.shape[-2:]) != tuple(size):  # calibrate at the size being timed
+    return _resized(training_images(data, specs), size)
+
+
+def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Calibration images at the size being timed."""
+    if tuple(images.shape[-2:]) != tuple(size):
         images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
     return images
 

@@ -109,13 +109,15 @@ def training_images(data: str, specs: Mapping[str, TaskSpec], n: int = CALIBRATI
 
 def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str = "onnx",
                   calibration: torch.Tensor | None = None, specs: Mapping[str, TaskSpec] | None = None,
-                  evaluation: Iterable[Any] | None = None, show_progress: bool = False) -> dict[str, Any]:
+                  evaluation: Iterable[Any] | None = None, show_progress: bool = False,
+                  source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export any model returning `{task: tensor}`, run the file in its runtime on `samples` and
     compare with eager; with `calibration` images the file is int8.
 
     fp32 must agree within `PARITY` or nothing is written. With `evaluation` batches (a taskcut
     data set or dict batches with "image" and targets) the metrics of the file and of the eager
-    model are computed on them, and delta_T of the file against the eager model.
+    model are computed on them, and delta_T of the file against the eager model. `source` (the
+    model file, the data and split) goes into the record as given.
     """
     out = Path(out)
     int8 = calibration is not None
@@ -150,6 +152,8 @@ def export_module(model: nn.Module, out: Path, samples: torch.Tensor, fmt: str =
                                   "check": report}
         if evaluation is not None and specs:
             record["evaluation"] = evaluate_file_against(runner, form, model, tasks, specs, evaluation)
+        if source is not None:  # what was exported, and the data it was checked and evaluated on
+            record["source"] = dict(source)
         (staging / record_path(out).name).write_text(json.dumps(record, indent=2))
         for name in sorted(os.listdir(staging), key=lambda n: n == out.name):  # the model file last
             with open(staging / name, "rb+") as f:

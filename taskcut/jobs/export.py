@@ -25,6 +25,5 @@ def export(source: Source, model_file: Path, settings: ExportSettings, out: Path
         check_writable(path, force)
     model, specs, _ = source.open_model(Path(model_file), "cpu")
     samples, calibration, evaluation, where = source.export_inputs(Path(model_file), specs, settings)
-    record = export_module(model, out, samples, settings.format, calibration, specs, evaluation)
-    record["source"] = {"model": str(model_file), **where}
-    return record
+    return export_module(model, out, samples, settings.format, calibration, specs, evaluation,
+                         source={"model": str(model_file), **where})

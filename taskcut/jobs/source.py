@@ -667,6 +667,22 @@ class YamlSource(Source):
         self.save(dense.cpu(), path, {"control": key_data}, specs)
         return dense, path
 
+    def calibration_images(self) -> torch.Tensor:
+        """The first images of the train split: int8 calibration."""
+        from ..deploy.export import CALIBRATION_IMAGES
+
+        taken, count = [], 0
+        for batch in self._batches("train", what="calibration batches"):
+            taken.append(batch["image"].cpu())
+            count += len(taken[-1])
+            if count >= CALIBRATION_IMAGES:
+                break
+        return torch.cat(taken)[:CALIBRATION_IMAGES]
+
+    def bench_input(self, size: tuple[int, int] | None) -> torch.Tensor:
+        """One input to time: the data's first, or a random one of `size` (height, width)."""
+        return self.example({}, "cpu", size)[:1].cpu()
+
     def check_export(self, settings: ExportSettings) -> None:
         if settings.size is not None:
             raise TaskcutError("--size does not apply with an own model's --config: its data gives the input "
@@ -679,19 +695,9 @@ class YamlSource(Source):
 
     def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
                       settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
-        from ..deploy.export import CALIBRATION_IMAGES
-
         self.check_export(settings)
         samples = self._batches(settings.split).first()["image"].cpu()
-        images = None
-        if settings.int8:
-            taken, count = [], 0
-            for batch in self._batches("train", what="calibration batches"):
-                taken.append(batch["image"].cpu())
-                count += len(taken[-1])
-                if count >= CALIBRATION_IMAGES:
-                    break
-            images = torch.cat(taken)[:CALIBRATION_IMAGES]
+        images = self.calibration_images() if settings.int8 else None
         return samples, images, self._batches(settings.split, what="evaluation batches"), \
             {"config": str(self.name), "split": settings.split}
 
@@ -699,10 +705,8 @@ class YamlSource(Source):
 def open_source(model: Path | None = None, config: Path | None = None, data: str | None = None) -> Source:
     """The source a command names: a model file (with `data`), or an own model's YAML (`config`), never
     both. Options that do not apply to it are refused by the caller with `Source.refuse`."""
-    from ..experiments.own import is_own_config
-
-    if config is not None and is_own_config(config):
-        source: Source = YamlSource(config)
+    if config is not None:
+        source: Source = YamlSource(_own_yaml(config))
         source.refuse({"the model file": model, "--data": data})
         return source
     if model is None:
@@ -713,13 +717,23 @@ def open_source(model: Path | None = None, config: Path | None = None, data: str
 def source_of_file(model_file: Path, config: Path | None = None, data: str | None = None) -> Source:
     """The source of a model file made by taskcut (a compact or fine-tuned model): an own model's YAML
     (`config`) when given, else the file itself with its data (`data`)."""
-    from ..experiments.own import is_own_config
-
-    if config is not None and is_own_config(config):
-        source: Source = YamlSource(config)
+    if config is not None:
+        source: Source = YamlSource(_own_yaml(config))
         source.refuse({"--data": data})
         return source
     return FileSource(model_file, data)
+
+
+def _own_yaml(config: Path) -> Path:
+    """`config` when it is an own model's YAML; anything else is refused, never ignored."""
+    from ..experiments.own import is_own_config
+
+    if not Path(config).is_file():
+        raise TaskcutError(f"config file {config} does not exist")
+    if not is_own_config(config):
+        raise TaskcutError(f"--config {config} is not an own model's YAML (no model: factory:); this command takes "
+                           "one naming your model's factory, tasks and data")
+    return Path(config)
 
 
 def tasks_of(source: Source, wanted: list[str]) -> list[str]:
