@@ -35,7 +35,8 @@ class Source:
     name: Path
     #: What a refused option is told: why it cannot apply to this source.
     REASONS: dict[str, str] = {}
-    #: Images per fine-tuning step when not given (None: the data's own batches).
+    #: Images per scoring batch and per fine-tuning step when not given (None: the data's own batches).
+    SCORING_BATCH_SIZE: int | None = None
     FINETUNE_BATCH_SIZE: int | None = None
 
     def refuse(self, given: Mapping[str, object]) -> None:
@@ -76,6 +77,27 @@ class Source:
                 scores_file: Path | None) -> tuple[ScoringSettings, dict[str, Any]]:
         """The scoring settings to use (given, else a scores file's, else the defaults) and what a
         scores file records of them. A setting given that differs from the file's is refused."""
+        self.check_data()
+        batches, batch_size = given.batches, given.batch_size
+        if recorded is not None:
+            self.check_scores_file(recorded, scores_file)
+            for option, value, key in (("--batches", batches, "batches"), ("--batch-size", batch_size, "batch_size")):
+                if value is not None and value != recorded.get(key):
+                    raise TaskcutError(f"{option} {value}: {scores_file} was scored with {recorded.get(key)}; leave "
+                                       "it out with --scores (the file's settings are used)")
+            batches, batch_size = recorded.get("batches"), recorded.get("batch_size")
+        scoring = ScoringSettings(batches=DEFAULT_BATCHES if batches is None else batches,
+                                  batch_size=self.SCORING_BATCH_SIZE if batch_size is None else batch_size)
+        return scoring, self.scoring_record(scoring)
+
+    def check_data(self) -> None:
+        """Refuse before any work when the source has no data to score on."""
+
+    def check_scores_file(self, recorded: Mapping[str, Any], scores_file: Path | None) -> None:
+        """Refuse a scores file written for the other kind of source."""
+
+    def scoring_record(self, scoring: ScoringSettings) -> dict[str, Any]:
+        """What a scores file records of the scoring settings (and of the data)."""
         raise NotImplementedError
 
     def check_scoring(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings) -> dict[str, TaskSpec]:
@@ -210,7 +232,7 @@ class FileSource(Source):
     """A taskcut model file (the zoo's SceneNet) and a `KIND:PATH` data set."""
 
     REASONS = {"--config": "with a model file (its spec names the model)"}
-    FINETUNE_BATCH_SIZE = FINETUNE_BATCH_SIZE
+    SCORING_BATCH_SIZE, FINETUNE_BATCH_SIZE = DEFAULT_BATCH_SIZE, FINETUNE_BATCH_SIZE
 
     def __init__(self, path: Path, data: str | None) -> None:
         from ..models.io import zoo_spec
@@ -279,22 +301,16 @@ class FileSource(Source):
         specs = model.config.task_specs()
         return {t: specs[t] for t in tasks}
 
-    def scoring(self, given: ScoringSettings, recorded: Mapping[str, Any] | None,
-                scores_file: Path | None) -> tuple[ScoringSettings, dict[str, Any]]:
+    def check_data(self) -> None:
         self._data()
-        batches, batch_size = given.batches, given.batch_size
-        if recorded is not None:
-            if "data" not in recorded:
-                raise TaskcutError(f"{scores_file} scores an own model, not a model file: score this one with "
-                                   f"taskcut score {self.path} --data KIND:PATH")
-            for option, value, key in (("--batches", batches, "batches"), ("--batch-size", batch_size, "batch_size")):
-                if value is not None and value != recorded.get(key):
-                    raise TaskcutError(f"{option} {value}: {scores_file} was scored with {recorded.get(key)}; leave "
-                                       "it out with --scores (the file's settings are used)")
-            batches, batch_size = recorded.get("batches"), recorded.get("batch_size")
-        scoring = ScoringSettings(batches=DEFAULT_BATCHES if batches is None else batches,
-                                  batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
-        return scoring, {"data": self.data, "batches": scoring.batches, "batch_size": scoring.batch_size}
+
+    def check_scores_file(self, recorded: Mapping[str, Any], scores_file: Path | None) -> None:
+        if "data" not in recorded:
+            raise TaskcutError(f"{scores_file} scores an own model, not a model file: score this one with "
+                               f"taskcut score {self.path} --data KIND:PATH")
+
+    def scoring_record(self, scoring: ScoringSettings) -> dict[str, Any]:
+        return {"data": self.data, "batches": scoring.batches, "batch_size": scoring.batch_size}
 
     def check_scoring(self, specs: Mapping[str, TaskSpec], scoring: ScoringSettings) -> dict[str, TaskSpec]:
         from ..data.dataset import with_class_weights
@@ -497,24 +513,17 @@ class YamlSource(Source):
     def specs(self, model: nn.Module, tasks: list[str]) -> dict[str, TaskSpec]:
         return {t: self.cfg.specs[t] for t in tasks}
 
-    def scoring(self, given: ScoringSettings, recorded: Mapping[str, Any] | None,
-                scores_file: Path | None) -> tuple[ScoringSettings, dict[str, Any]]:
-        batches, batch_size = given.batches, given.batch_size
-        if recorded is not None:
-            if recorded.get("config") != "own":
-                raise TaskcutError(f"{scores_file} scores a model file, not an own model: score this one with "
-                                   f"taskcut score --config {self.name}")
-            for option, value, key in (("--batches", batches, "batches"), ("--batch-size", batch_size, "batch_size")):
-                if value is not None and value != recorded.get(key):
-                    raise TaskcutError(f"{option} {value}: {scores_file} was scored with {recorded.get(key)}; leave "
-                                       "it out with --scores (the file's settings are used)")
-            batches, batch_size = recorded.get("batches"), recorded.get("batch_size")
+    def check_scores_file(self, recorded: Mapping[str, Any], scores_file: Path | None) -> None:
+        if recorded.get("config") != "own":
+            raise TaskcutError(f"{scores_file} scores a model file, not an own model: score this one with "
+                               f"taskcut score --config {self.name}")
+
+    def scoring_record(self, scoring: ScoringSettings) -> dict[str, Any]:
         # the data factory makes the batches; a batch size given re-batches them (and is recorded)
-        scoring = ScoringSettings(batches=DEFAULT_BATCHES if batches is None else batches, batch_size=batch_size)
         record: dict[str, Any] = {"config": "own", "batches": scoring.batches}
         if scoring.batch_size is not None:
             record["batch_size"] = scoring.batch_size
-        return scoring, record
+        return record
 
     def _train(self, device: str, batch_size: int | None) -> Iterable[Mapping[str, torch.Tensor]]:
         from ..api import Batches, Rebatched
