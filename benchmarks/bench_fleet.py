@@ -31,8 +31,8 @@ def main() -> None:
     torch.set_num_threads(2)
     from taskcut.compact.masking import masks_of
     from taskcut.experiments.demo import base_model
-    from taskcut.jobs.prune import prune
-    from taskcut.jobs.score import score
+    from taskcut.jobs.pruning import prune
+    from taskcut.jobs.scoring import score
     from taskcut.jobs.settings import PruneSettings, ScoringSettings
     from taskcut.jobs.source import open_source
     from taskcut.models import load

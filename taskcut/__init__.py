@@ -5,6 +5,10 @@ One call per job on any multi-task `nn.Module` (forward returns `{task: tensor}`
 `Task` and models kept in files by `save`/`load`. The CUT stages underneath, each a plain
 function: `decompose` -> `select` -> `score` -> `fuse` -> `apply_masks`.
 
+The jobs the command line runs on a model file or an own model's YAML, one code path for
+both, are `taskcut.jobs` (`open_source`, `score`, `prune`, `finetune`, `evaluate`, `export`
+with one settings object each).
+
 The names are imported on first use (PEP 562), so `import taskcut` and the command line's
 `--help` do not pay for torch; `from taskcut import prune_model` works as usual.
 """
@@ -52,7 +56,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("models", "api", "cut", "compact", "tasks", "deploy", "data", "train", "experiments"):
+    if name in ("models", "api", "cut", "compact", "tasks", "deploy", "data", "train", "experiments", "jobs"):
         return importlib.import_module(f".{name}", __name__)  # `taskcut.models.read_spec` after `import taskcut`
     raise AttributeError(f"module 'taskcut' has no attribute {name!r}")
 

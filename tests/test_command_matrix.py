@@ -258,3 +258,27 @@ def test_every_option_works_alike_or_is_refused_in_one_line(fx: Fx, tmp_path: Pa
         check(fx, source, out, output)
     else:
         _refused(args, expected[source], out)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_jobs_are_what_the_commands_run(fx: Fx, tmp_path: Path, source: str) -> None:
+    """`taskcut.jobs` in Python (the README's example): the records it returns, and the same masks and
+    weights as the command line's files."""
+    from taskcut import jobs
+    from taskcut.compact.masking import masks_of
+
+    opened = jobs.open_source(fx.base["zoo"], data=fx.data) if source == "zoo" else jobs.open_source(config=fx.config)
+    tasks = fx.tasks[source].split(",")
+    result = jobs.prune(opened, jobs.PruneSettings(tasks=tasks, sparsity=0.5, scores=fx.scores[source]),
+                        tmp_path / "compact.safetensors", show_progress=False)
+    assert isinstance(result, jobs.PruneResult) and result.tasks == tasks and result.path.is_file()
+    assert result.params_after < result.params_selected and result.budget is None
+    ours, cli = masks_of(result.model), masks_of(taskcut.load(fx.compact[source], trust=True))
+    assert ours and set(ours) == set(cli) and all(bool((ours[n] == cli[n]).all()) for n in ours)
+    tuned = jobs.finetune(jobs.source_of_file(result.path, fx.config if source == "own" else None, fx.data
+                                              if source == "zoo" else None),
+                          result.path, jobs.FinetuneSettings(steps=2, val_every=1), tmp_path / "tuned.safetensors",
+                          show_progress=False)
+    assert isinstance(tuned, jobs.FinetuneResult) and list(tuned.specs) == tasks
+    cli_weights = taskcut.load(fx.tuned[source], trust=True).state_dict()
+    assert all(torch.equal(v, cli_weights[k]) for k, v in taskcut.load(tuned.path, trust=True).state_dict().items())

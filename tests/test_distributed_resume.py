@@ -131,7 +131,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(base: Path, synth_d
 def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(base: Path, synth_dir: Path,
                                                                               tmp_path: Path, monkeypatch) -> None:
     from taskcut import tasks as tasks_module
-    from taskcut.jobs.finetune import finetune
+    from taskcut.jobs.tuning import finetune
     from taskcut.jobs.settings import FinetuneSettings
     from taskcut.jobs.source import source_of_file
 

@@ -31,7 +31,7 @@ runner = CliRunner()
 def export(model: Path, fmt: str, out: Path, int8: bool = False, size: tuple[int, int] | None = None,
            data: str | None = None, config: Path | None = None) -> dict:
     """`taskcut export` as a function: the export job on the model file's source."""
-    from taskcut.jobs.export import export as export_job
+    from taskcut.jobs.exporting import export as export_job
     from taskcut.jobs.settings import ExportSettings
     from taskcut.jobs.source import source_of_file
 

@@ -207,7 +207,7 @@ def test_a_normal_run_leaves_no_lock_either(tmp_path: Path) -> None:
 
 def test_the_stop_message_names_the_resume_the_command_has(base: Path, synth_dir: Path, tmp_path: Path,  # noqa: F811
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import taskcut.jobs.score as scores_module
+    import taskcut.jobs.scoring as scores_module
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -216,7 +216,7 @@ def test_the_stop_message_names_the_resume_the_command_has(base: Path, synth_dir
     result = runner.invoke(app, ["score", str(base), "--data", f"synth:{synth_dir}", "--out",
                                  str(tmp_path / "s.safetensors")])
     assert result.exit_code == 130 and "--resume" not in result.output and "stopped" in result.output
-    import taskcut.jobs.finetune as finetune_module
+    import taskcut.jobs.tuning as finetune_module
 
     monkeypatch.setattr(finetune_module, "finetune", interrupted)
     result = runner.invoke(app, ["finetune", str(base), "--data", f"synth:{synth_dir}", "--out",

@@ -30,7 +30,7 @@ def export_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Export for an edge runtime with outputs named by task; run in that runtime against eager PyTorch."""
-    from ..jobs.export import export
+    from ..jobs.exporting import export
     from ..jobs.settings import ExportSettings, make
     from ..jobs.source import source_of_file
 

@@ -87,7 +87,7 @@ def prune_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
-    from ..jobs.prune import prune
+    from ..jobs.pruning import prune
     from ..jobs.settings import PruneSettings, ScoringSettings, make
     from ..jobs.source import open_source
 
@@ -147,7 +147,7 @@ def score_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score every task of a model once (one forward per batch, one backward per task), for `prune --scores`."""
-    from ..jobs.score import score
+    from ..jobs.scoring import score
     from ..jobs.settings import ScoringSettings, make
     from ..jobs.source import open_source
 

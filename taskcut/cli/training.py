@@ -78,7 +78,7 @@ def finetune_cmd(
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from ..config import load_config
     from ..experiments.own import is_own_config
-    from ..jobs.finetune import finetune
+    from ..jobs.tuning import finetune
     from ..jobs.settings import FinetuneSettings, make
     from ..jobs.source import source_of_file
 
@@ -134,7 +134,7 @@ def evaluate_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Per-task metrics on a split, and delta_T against a baseline and against the fine-tuned dense control."""
-    from ..jobs.evaluate import evaluate
+    from ..jobs.evaluation import evaluate
     from ..jobs.settings import EvaluateSettings, make
     from ..jobs.source import source_of_file
 

@@ -186,8 +186,8 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
     """Score every task once into the fleet's scores file, then per device: prune from it, fine-tune,
     evaluate, export and bench; the same for a model file and an own model's YAML."""
     from ..deploy.bench import measure
-    from ..jobs.prune import prune
-    from ..jobs.score import score
+    from ..jobs.pruning import prune
+    from ..jobs.scoring import score
     from ..jobs.settings import PruneSettings, ScoringSettings
 
     scoring, _ = source.scoring(ScoringSettings(**fleet.scoring.model_dump()), None, None)
@@ -234,9 +234,9 @@ def _tune_and_deploy(fleet: Fleet, dev: Device, compact: Path, tuned: Path, fold
                      device: str, show_progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fine-tune a device's compact model, evaluate it against the dense model and its control, export it
     to the device's runtime: the same jobs for a model file and an own model."""
-    from ..jobs.evaluate import evaluate
-    from ..jobs.export import export
-    from ..jobs.finetune import finetune
+    from ..jobs.evaluation import evaluate
+    from ..jobs.exporting import export
+    from ..jobs.tuning import finetune
     from ..jobs.settings import EvaluateSettings, ExportSettings, FinetuneSettings
     from ..jobs.source import source_of_file
 

@@ -89,7 +89,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
     """
     from ..cut.score import prunable_parameters
     from ..experiments.scores import read_scores, scoring_settings
-    from .score import score_source
+    from .scoring import score_source
 
     out = Path(out)
     recorded = scoring_settings(settings.scores) if settings.scores is not None else None
