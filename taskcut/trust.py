@@ -69,8 +69,12 @@ def require_trusted(references: Iterable[tuple[str, object]], source: str) -> No
 
 
 def task_references(name: str, data: object) -> list[tuple[str, object]]:
-    """The code references of one saved task (a custom task's loss and metric functions)."""
-    if not isinstance(data, Mapping) or data.get("kind") != "custom":
+    """The code references of one saved task (a custom task's loss and metric functions, a user's kind)."""
+    if not isinstance(data, Mapping):
+        return []
+    if isinstance(data.get("kind_ref"), str):
+        return [(f"task {name!r} kind", data["kind_ref"])]
+    if data.get("kind") != "custom":
         return []
     refs: list[tuple[str, object]] = [(f"task {name!r} loss", data.get("loss"))]
     metrics = data.get("metrics")

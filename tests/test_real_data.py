@@ -16,7 +16,8 @@ from taskcut.cli import app
 from taskcut.data.dataset import item_rngs, iterate_batches, open_dataset, open_for_tasks, with_class_weights
 from taskcut.data.indexed import BGR_MEAN
 from taskcut.errors import TaskcutError
-from taskcut.tasks.dense import TaskSpec, valid_mask
+from taskcut.tasks.dense import TaskSpec
+from taskcut.tasks.maps import valid_mask
 
 from .layouts import H, W, write_cityscapes, write_nyuv2, write_taskonomy
 

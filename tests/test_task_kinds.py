@@ -315,7 +315,7 @@ def test_a_target_that_does_not_fit_its_output_is_named() -> None:
 
 def test_channel_cosine_is_torchs_cosine_similarity() -> None:
     """The fast cosine over channels gives torch's values and gradients, zero vectors included."""
-    from taskcut.tasks.dense import channel_cosine
+    from taskcut.tasks.maps import channel_cosine
 
     torch.manual_seed(0)
     a = torch.randn(2, 3, 5, 7, dtype=torch.float64)

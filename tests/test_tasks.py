@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from taskcut.tasks.dense import (DenseErrorMetrics, DepthMetrics, NormalMetrics, SegmentationMetrics, TaskSpec,
-                           delta_t, resize_to)
+from taskcut.tasks.dense import TaskSpec, delta_t
+from taskcut.tasks.maps import DenseErrorMetrics, DepthMetrics, NormalMetrics, SegmentationMetrics, resize_to
 
 
 def test_segmentation_confusion_miou_and_accuracy() -> None:

@@ -30,6 +30,7 @@ from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
 from ..fileio import clean_stale, temp_prefix
 from ..tasks.dense import TaskSpec
+from ..tasks.kinds import KINDS
 from .formats import FORMATS, Format, get_format, need
 
 PARITY = 1e-4
@@ -226,7 +227,7 @@ def compare(tasks: list[str], kinds: dict[str, str], reference: list[np.ndarray]
         diff = np.abs(out - ref)
         row = {"max_abs_diff": float(diff.max())}
         if int8:
-            if kinds.get(task) in ("segmentation", "classification"):
+            if kinds.get(task) in KINDS and KINDS[kinds[task]].class_scores:
                 row["argmax_agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
             else:
                 row["relative_error"] = float(diff.mean() / (np.abs(ref).mean() + 1e-12))

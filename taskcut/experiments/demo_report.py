@@ -174,7 +174,7 @@ def prediction_pictures(result: dict[str, Any], device: str = "cpu") -> dict[str
     from ..deploy.export import open_runner, run_batches
     from ..deploy.formats import format_of_file
     from ..models import load
-    from ..tasks.dense import resize_to
+    from ..tasks.maps import resize_to
 
     base = load(Path(result["base"]), device).eval()
     specs = base.config.task_specs()

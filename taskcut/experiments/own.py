@@ -36,6 +36,7 @@ from ..settings import Strict, safe_yaml
 from ..errors import TaskcutError
 from ..models.own import build_from_factory, import_callable
 from ..tasks import Task, TaskSpec
+from ..tasks.kinds import kind_of, load_kind
 
 
 class OwnModel(Strict):
@@ -45,11 +46,13 @@ class OwnModel(Strict):
 
 
 class OwnTask(Strict):
-    kind: Literal["segmentation", "normal", "depth", "keypoint", "edge", "classification", "regression", "binary",
-                  "custom"] | None = None
+    #: A registered kind (`taskcut.tasks.kinds`): the built-in ones or a user's.
+    kind: str | None = None
     classes: int | None = Field(default=None, ge=2)
     labels: int | None = Field(default=None, ge=1)
     outputs: int = Field(default=1, ge=1)
+    #: The output channels of a registered kind that takes them (a user's kind).
+    channels: int | None = Field(default=None, ge=0, le=1_000_000)
     regression_loss: Literal["l1", "mse"] = "l1"
     ignore_index: int | None = None
     loss: str | None = None
@@ -84,6 +87,7 @@ class OwnConfig(Strict):
         refs = [self.model.factory, self.data.factory] + ([self.data.transform] if self.data.transform else [])
         for task in self.tasks.values():
             refs += ([task.loss] if task.loss else []) + [fn for fn, _ in task.metrics.values()]
+            refs += [task.kind] if task.kind and ":" in task.kind else []
         return refs
 
     def build(self) -> nn.Module:
@@ -116,28 +120,25 @@ class OwnConfig(Strict):
 def task_spec(name: str, t: OwnTask) -> TaskSpec:
     """A `Task` from its YAML entry; a task with neither a kind nor a loss is a clear error."""
     kind = t.kind or ("custom" if t.loss else None)
+    if kind is not None and ":" in kind:  # a user's kind by reference: the YAML names it, so it is trusted
+        try:
+            kind = load_kind(kind).name
+        except ValueError as exc:
+            raise TaskcutError(f"task {name!r}: {exc}") from exc
     if kind is None:
         raise TaskcutError(f"task {name!r} has no kind and no loss: give kind: (segmentation, depth, classification, "
                            "...) or loss: 'package.module:function'")
     try:
-        if kind in ("segmentation", "classification"):
-            if t.classes is None:
-                raise TaskcutError(f"task {name!r} ({kind}) needs classes:")
-            extra = {} if t.ignore_index is None else {"ignore_index": t.ignore_index}
-            spec = getattr(Task, kind)(t.classes, **extra)
-        elif kind == "binary":
-            if t.labels is None:
-                raise TaskcutError(f"task {name!r} (binary) needs labels:")
-            spec = Task.binary(t.labels)
-        elif kind == "regression":
-            spec = Task.regression(t.outputs, t.regression_loss)
-        elif kind == "custom":
+        if kind == "custom":
             if not t.loss:
                 raise TaskcutError(f"task {name!r} is custom but has no loss: 'package.module:function'")
             spec = Task.custom(t.loss, {m: (ref, d) for m, (ref, d) in t.metrics.items()})
         else:
-            spec = getattr(Task, kind)()
+            fields = kind_of(kind).from_yaml(name, t.model_dump())
+            spec = Task("", kind, **fields)
     except (ValueError, ImportError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"task {name!r}"):
+            raise TaskcutError(str(exc)) from exc
         raise TaskcutError(f"task {name!r}: {exc}") from exc
     return spec.named(name)
 

@@ -24,7 +24,7 @@ from ..fileio import check_writable, file_sha256, write_text
 from ..tasks.floors import synth_floors
 from ..models import count_parameters, load, save
 from ..cut.select import select
-from ..tasks.dense import SegmentationMetrics
+from ..tasks.maps import SegmentationMetrics
 from ..train.fit import fit, train
 from ..tasks.trivial import trivial_metrics
 

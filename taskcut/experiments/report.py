@@ -16,14 +16,12 @@ from ..data.dataset import DataSet
 from ..fileio import atomic_path, write_text
 from ..models import load
 from ..tasks.dense import TaskSpec
-
-MAIN_METRIC = {"segmentation": "miou", "normal": "mean_angle", "depth": "abs_err", "keypoint": "mae", "edge": "mae"}
-
+from ..tasks.kinds import kind_of
 
 def main_metric(spec: TaskSpec) -> str:
-    """The metric a report shows for a task: the zoo kinds' usual one, else the task's first metric
-    (image-level kinds, a user's custom task)."""
-    return MAIN_METRIC.get(spec.kind) or spec.metrics[0].name
+    """The metric a report shows for a task: its kind's first (each kind lists its headline figure first:
+    mIoU, mean angle, absolute error, MAE, accuracy; a custom task or a user's kind its own)."""
+    return spec.metrics[0].name
 
 
 def _plt():
@@ -137,7 +135,7 @@ def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, 
                  sparsity: float, seed: int, task: str, kind: str, path: Path, device: str = "cpu") -> Path:
     """One test image: image, ground truth, dense, then each method at `sparsity`."""
     from .naming import cell_name
-    from ..tasks.dense import resize_to
+    from ..tasks.maps import resize_to
 
     plt = _plt()
     item = test_set.batch(torch.tensor([0]))
@@ -162,20 +160,13 @@ def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, 
 
 
 def map_style(kind: str) -> dict[str, Any]:
-    """How a predicted (or true) map of `kind` is drawn: classes in fixed colours, scalar maps in viridis."""
-    if kind == "segmentation":
-        return {"cmap": "tab10", "vmin": -0.5, "vmax": 9.5, "interpolation": "nearest"}
-    if kind in ("depth", "keypoint", "edge"):
-        return {"cmap": "viridis"}
-    return {}
+    """How a predicted (or true) map of `kind` is drawn (`Kind.map_style`): classes in fixed colours,
+    scalar maps in viridis."""
+    return kind_of(kind).map_style()
 
 
 def _show(x: torch.Tensor, kind: str) -> np.ndarray:
-    if kind == "segmentation":
-        return (x.argmax(0) if x.dim() == 3 else x).numpy().astype(float)
-    if kind == "normal":
-        return (torch.nn.functional.normalize(x, dim=0).permute(1, 2, 0).numpy() * 0.5 + 0.5).clip(0, 1)
-    return x[0].numpy()
+    return kind_of(kind).show(x)
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[str, Mapping[str, float]],

@@ -19,7 +19,8 @@ def evaluate(source: Source, model_file: Path, settings: EvaluateSettings, out: 
     tasks and delta_T; with `settings.control` (default) and a fine-tuned model, also delta_T against
     the dense control: the baseline restricted to the same tasks and fine-tuned with the model's own
     schedule (trained once and cached), so a gain the control shows too is the extra training."""
-    from ..tasks.dense import CONVENTIONS, delta_fields
+    from ..tasks.dense import delta_fields
+    from ..tasks.maps import CONVENTIONS
 
     check_choice(list(CONVENTIONS), [settings.metrics], "metric convention", "conventions:")
     if out is not None:

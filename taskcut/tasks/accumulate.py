@@ -1,13 +1,25 @@
-"""The interface every task kind's metrics share: statistics collected batch by batch, figures at the end.
+"""What every task kind's metrics share: the figures a task reports (`Metric`), and statistics collected
+batch by batch with figures at the end (`MetricAccumulator`).
 
-Apart from the kinds (`dense.py`, `image.py`) so that each imports it without importing the other.
+Apart from the kinds (`kinds/`, `maps.py`, `image.py`) and the spec (`dense.py`) so that each imports it
+without importing the others.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure a task reports, and which way is better."""
+
+    name: str
+    higher_is_better: bool
+    in_delta: bool = True
 
 
 class MetricAccumulator:

@@ -1,18 +1,14 @@
-"""Task specs: how each task is trained (loss) and judged (metrics with directions).
+"""Task specs: a task by name, its kind and the kind's settings; and delta_T.
 
-Everything is keyed by task name; a task's *kind* decides its loss and metrics. Dense kinds
-(segmentation, normal, depth, keypoint, edge) predict maps: predictions arrive at the model's
-feature resolution and are resized to the target size here, in one place, by bilinear
-interpolation (`align_corners=False`), for losses and metrics alike. Image-level kinds
-(classification, regression, binary) predict (B, C) and are never resized; `custom` tasks
-bring their own loss and metrics (see `image.py` for all four).
+Everything is keyed by task name; a task's *kind* (`taskcut.tasks.kinds`, one module per kind,
+found by name in one registry) decides its loss, metrics, distillation loss, image-blind
+predictors and drawing; the spec asks its kind. Map kinds (segmentation, normal, depth,
+keypoint, edge) predict maps resized to the target (`maps.py`); image-level kinds
+(classification, regression, binary) predict (B, C) and are never resized (`image.py`);
+`custom` tasks bring their own loss and metrics; a user's registered kind goes alike.
 
 Specs are built with `TaskSpec(name, kind, channels, ...)` or, more readably, with the
 constructors (`Task` is `TaskSpec`): `Task.classification(10).named("cls")`.
-
-Metrics accumulate sufficient statistics over a whole split (confusion matrix, sums and
-pixel counts, an angle histogram), so a split's figure is the pixel-level figure, not a
-mean of per-batch means.
 
 delta_T convention (as in AdaShare, DiSparse and CUT): for task t with metrics M_i and a
 baseline's M_b,i, delta_t = mean_i (-1)^l_i (M_i - M_b,i) / M_b,i * 100, where l_i = 1 when
@@ -31,59 +27,24 @@ from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
 
 import torch
-import torch.nn.functional as F
 
-from ..errors import TaskcutError
 from ..trust import require_trusted, task_references
-from . import image
-from .accumulate import MetricAccumulator, _BatchMean
+from .accumulate import Metric, MetricAccumulator
+from .kinds import BUILT_IN, KINDS, kind_of, load_kind, reference_of
+from .kinds.classification import CLASS_IGNORE_INDEX
+from .maps import CONVENTIONS, IGNORE_INDEX
 
 TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge",
                    "classification", "regression", "binary", "custom"]
-#: Kinds that predict a map per image, resized to the target's size.
-DENSE_KINDS: tuple[str, ...] = ("segmentation", "normal", "depth", "keypoint", "edge")
-#: Kinds that predict one (B, C) row per image, never resized (`custom` may be either).
-IMAGE_KINDS: tuple[str, ...] = ("classification", "regression", "binary")
-TASK_KINDS: tuple[str, ...] = DENSE_KINDS + IMAGE_KINDS + ("custom",)
-IGNORE_INDEX = 255
-#: PyTorch's cross-entropy default, the usual "no label" for image-level classes.
-CLASS_IGNORE_INDEX = -100
+#: The built-in kinds that predict a map per image, resized to the target's size.
+DENSE_KINDS: tuple[str, ...] = tuple(k for k in BUILT_IN if KINDS[k].dense)
+#: The built-in kinds that predict one (B, C) row per image, never resized (`custom` may be either).
+IMAGE_KINDS: tuple[str, ...] = tuple(k for k in BUILT_IN if not KINDS[k].dense and k != "custom")
+#: The built-in kinds; a user's kind registers beside them (`taskcut.tasks.kinds.register`).
+TASK_KINDS: tuple[str, ...] = BUILT_IN
 REGRESSION_LOSSES: tuple[str, ...] = ("l1", "mse")
 #: How `Task.custom` and saved specs spell a metric's direction.
 DIRECTIONS: dict[str, bool] = {"higher": True, "lower": False}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One figure a task reports, and which way is better."""
-
-    name: str
-    higher_is_better: bool
-    in_delta: bool = True
-
-
-_METRICS: dict[str, tuple[Metric, ...]] = {
-    "segmentation": (
-        Metric("miou", True), Metric("pixel_acc", True), Metric("miou_tp", True, in_delta=False),
-    ),
-    "normal": (
-        Metric("mean_angle", False), Metric("median_angle", False),
-        Metric("within_11.25", True), Metric("within_22.5", True), Metric("within_30", True),
-    ),
-    "depth": (
-        Metric("abs_err", False), Metric("rel_err", False),
-        Metric("delta_1.25", True), Metric("delta_1.25^2", True), Metric("delta_1.25^3", True),
-    ),
-    # Keypoint heat maps are mostly zero: predicting zeros gets a lower MAE than any soft map a
-    # model trained with squared error gives, so MAE would reward the blind predictor. delta_T
-    # uses the MSE the head is trained on (the trained base beats zeros there); MAE is reported.
-    "keypoint": (Metric("mae", False, in_delta=False), Metric("mse", False)),
-    "edge": (Metric("mae", False), Metric("mse", False, in_delta=False)),
-    # Regression reports MSE too, but delta_T takes MAE alone: one figure per task, in the
-    # task's own units, that an outlier does not dominate.
-    "regression": (Metric("mae", False), Metric("mse", False, in_delta=False)),
-    "binary": (Metric("map", True),),
-}
 
 
 def import_reference(ref: str) -> Callable[..., Any]:
@@ -154,29 +115,18 @@ class TaskSpec:
     reference: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(TASK_KINDS)}")
-        expected = {"normal": 3, "depth": 1, "keypoint": 1, "edge": 1}.get(self.kind)
-        if expected is not None and self.channels != expected:
-            raise ValueError(f"task {self.name!r} of kind {self.kind} has {expected} channels, not {self.channels}")
-        if self.kind == "segmentation" and self.channels < 2:
-            raise ValueError(f"segmentation task {self.name!r} needs at least 2 classes, got {self.channels}")
+        kind = kind_of(self.kind) if self.kind in KINDS else None
+        if kind is None:
+            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        kind.check(self)
         label = self.label
-        if self.kind == "classification" and self.channels < 2:
-            raise ValueError(f"classification task {label} needs at least 2 classes, got {self.channels}")
-        if self.kind in ("regression", "binary") and self.channels < 1:
-            what = "output" if self.kind == "regression" else "label"
-            raise ValueError(f"{self.kind} task {label} needs at least 1 {what}, got {self.channels}")
-        if self.kind == "custom" and self.channels < 0:
-            raise ValueError(f"custom task {label}: channels must be >= 0 (0 when unknown), got {self.channels}")
         if self.regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"task {label}: regression loss must be one of {', '.join(REGRESSION_LOSSES)}, "
                              f"got {self.regression_loss!r}")
-        if self.kind != "regression" and self.regression_loss != "l1":
+        if not getattr(kind, "takes_regression_loss", False) and self.regression_loss != "l1":
             raise ValueError(f"task {label}: regression_loss is for regression tasks, not {self.kind}")
-        if self.kind == "custom":
-            self._check_custom()
-        elif self.loss_fn is not None or self.custom_metrics or self.reference is not None:
+        if not getattr(kind, "takes_functions", False) and (self.loss_fn is not None or self.custom_metrics
+                                                            or self.reference is not None):
             raise ValueError(f"task {label}: loss_fn, custom_metrics and reference are for custom tasks; "
                              f"a {self.kind} task has its own loss and metrics")
 
@@ -221,7 +171,7 @@ class TaskSpec:
     @property
     def dense(self) -> bool:
         """True for the kinds that predict a map resized to the target (False for image-level and custom)."""
-        return self.kind in DENSE_KINDS
+        return kind_of(self.kind).dense
 
     # ------------------------------------------------------------------ constructors
 
@@ -300,72 +250,20 @@ class TaskSpec:
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
-        if self.kind == "classification":
-            return (Metric("accuracy", True),) + ((Metric("top5", True),) if self.channels > 5 else ())
-        if self.kind == "custom":
-            return tuple(Metric(name, higher) for name, _, higher in self.custom_metrics)
-        return _METRICS[self.kind]
+        return kind_of(self.kind).metrics(self)
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss, on the valid pixels (or images, or values) of `target`.
+        """The training loss, on the valid pixels (or images, or values) of `target` (`Kind.loss`).
 
-        Keypoint and edge maps are sparse: L1's minimiser is the conditional *median*,
-        which is 0 wherever a pixel is off a line more often than on one, so L1 training
-        learns to predict zeros. Squared error's minimiser is the conditional mean, a soft
-        map that peaks where lines are likely; so those two tasks train with MSE, while
-        their papers' metric (mean absolute error) is still reported.
-
-        Image-level kinds are not resized (see `image.py`); a custom task's loss gets the
-        prediction and target exactly as given.
+        Dense maps are resized to the target first; image-level kinds are not resized; a custom
+        task's loss gets the prediction and target exactly as given.
         """
-        if not self.dense:
-            return self._image_loss(pred, target)
-        self.check_target(pred, target)
-        pred = resize_to(pred, target.shape[-2:])
-        if self.kind == "segmentation":
-            weight = None if self.class_weights is None else \
-                torch.tensor(self.class_weights, dtype=pred.dtype, device=pred.device)
-            return F.cross_entropy(pred, target, weight=weight, ignore_index=self.ignore_index)
-        valid = valid_mask(self.kind, target)
-        if not bool(valid.any()):
-            return pred.sum() * 0.0
-        # Invalid pixels may hold NaN; zero them first, or their NaN would reach the gradient.
-        target = torch.where(valid, target, torch.zeros_like(target))
-        if self.kind == "normal":
-            cos = channel_cosine(pred, target, eps=1e-8)
-            return (1.0 - cos)[valid[:, 0]].mean()
-        if self.kind == "depth":
-            return (pred - target).abs()[valid].mean()
-        return ((pred - target) ** 2)[valid].mean()
+        return kind_of(self.kind).loss(self, pred, target)
 
     def check_target(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """A dense target must fit the output it is compared with (maps may differ in size only: the
-        prediction is resized): a 2-channel depth map for a 1-channel output would broadcast silently."""
-        if not self.dense:
-            return
-        if self.kind == "segmentation":
-            fits = target.dim() == pred.dim() - 1 and target.shape[0] == pred.shape[0]
-            wanted = f"({pred.shape[0]}, H, W) class indices"
-        else:
-            fits = target.dim() == pred.dim() and tuple(target.shape[:2]) == tuple(pred.shape[:2])
-            wanted = f"({pred.shape[0]}, {pred.shape[1]}, H, W)"
-        if not fits:
-            raise TaskcutError(f"task {self.label}: the target has shape {tuple(target.shape)} for an output of shape "
-                               f"{tuple(pred.shape)}; a {self.kind} target is {wanted}")
-
-    def _image_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.kind == "classification":
-            return image.classification_loss(pred, target, self.channels, self.ignore_index, self.class_weights,
-                                             self.label)
-        if self.kind == "regression":
-            return image.regression_loss(pred, target, self.channels, self.regression_loss, self.label)
-        if self.kind == "binary":
-            return image.binary_loss(pred, target, self.channels, self.label)
-        assert self.loss_fn is not None  # checked at construction
-        out = self.loss_fn(pred, target)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"custom task {self.label}: the loss must return a tensor, got {type(out).__name__}")
-        return out
+        """A target must fit the output it is compared with (`Kind.check_target`): a 2-channel depth map
+        for a 1-channel output would broadcast silently."""
+        kind_of(self.kind).check_target(self, pred, target)
 
     def accumulator(self, convention: str = "standard") -> "MetricAccumulator":
         """Metrics by `convention`: `standard` (pixel-level over the split) or `adashare` (see `CONVENTIONS`).
@@ -375,21 +273,7 @@ class TaskSpec:
         """
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown metric convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
-        if not self.dense:
-            if self.kind == "classification":
-                return image.ClassificationMetrics(self.channels, self.ignore_index, self.label)
-            if self.kind == "regression":
-                return image.RegressionMetrics(self.channels, self.label)
-            if self.kind == "binary":
-                return image.BinaryMetrics(self.channels, self.label)
-            return image.CustomMetrics(self.custom_metrics)
-        if self.kind == "segmentation":
-            return SegmentationMetrics(self.channels, self.ignore_index, convention)
-        if self.kind == "normal":
-            return NormalMetrics(convention)
-        if self.kind == "depth":
-            return DepthMetrics(convention)
-        return DenseErrorMetrics(convention)
+        return kind_of(self.kind).accumulator(self, convention)
 
     # ------------------------------------------------------------------ saving
 
@@ -402,7 +286,9 @@ class TaskSpec:
         plain Python functions cannot be saved, and says so.
         """
         out: dict[str, object] = {"kind": self.kind, "channels": self.channels}
-        if self.kind in ("segmentation", "classification") and self.ignore_index != IGNORE_INDEX:
+        if self.kind not in BUILT_IN:  # a user's kind: where to import it from when the file is loaded
+            out["kind_ref"] = reference_of(kind_of(self.kind))
+        if kind_of(self.kind).uses_ignore_index and self.ignore_index != IGNORE_INDEX:
             out["ignore_index"] = self.ignore_index
         if self.regression_loss != "l1":
             out["regression_loss"] = self.regression_loss
@@ -427,6 +313,9 @@ class TaskSpec:
         """The spec `to_dict` wrote (read from a file); custom functions are imported from their
         references only when trusted (`taskcut.trust`): a file is data."""
         kind, channels = str(data["kind"]), int(data["channels"])  # type: ignore[call-overload]
+        if kind not in KINDS and isinstance(data.get("kind_ref"), str):  # a user's kind, registered once trusted
+            require_trusted(task_references(name, data), f"the saved task {name!r}")
+            load_kind(str(data["kind_ref"]))
         if kind == "custom":
             require_trusted(task_references(name, data), f"the saved task {name!r}")
             if not isinstance(data.get("loss"), str):
@@ -451,216 +340,6 @@ class TaskSpec:
 
 #: The constructor-style name: `Task.classification(10).named("cls")`.
 Task = TaskSpec
-
-
-#: `standard`: every figure is pixel-level over the whole split, predictions resized bilinearly.
-#: `adashare`: as the AdaShare/DiSparse/CUT evaluation code computes them, for comparison with
-#: their tables: predictions resized by nearest neighbour; mIoU over the classes with at least
-#: one true positive; pixel accuracy, depth abs/rel error and keypoint/edge error as means of
-#: per-batch figures weighted by batch size; normal angles and depth deltas pixel-level.
-CONVENTIONS = ("standard", "adashare")
-
-
-def resize_to(pred: torch.Tensor, size: torch.Size | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Bring a feature-resolution prediction to the target size: the one agreed resize."""
-    if tuple(pred.shape[-2:]) == tuple(size):
-        return pred
-    if mode == "nearest":
-        return F.interpolate(pred, size=tuple(size), mode="nearest")
-    return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def _resize_mode(convention: str) -> str:
-    return "nearest" if convention == "adashare" else "bilinear"
-
-
-def channel_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """`F.cosine_similarity(a, b, dim=1, eps)` (each norm floored at `eps`) for maps (N, C, H, W), computed
-    from sums of products: torch 2.13's vector norm over the channel axis of such a map is about 250x
-    slower on CPU (22 ms against 0.09 ms for a 32x3x64x64 batch), which made normals the costliest part
-    of a training step. The floor is applied before the square root, so a zero vector has a gradient."""
-    floor = eps * eps
-    norm_a = (a * a).sum(dim=1).clamp_min(floor).sqrt()
-    norm_b = (b * b).sum(dim=1).clamp_min(floor).sqrt()
-    return (a * b).sum(dim=1) / (norm_a * norm_b)
-
-
-def valid_mask(kind: str, target: torch.Tensor) -> torch.Tensor:
-    """Pixels with ground truth: (B,1,H,W) bool. Normals need a non-zero vector, depth a positive value."""
-    if kind == "normal":
-        return ((target * target).sum(dim=1, keepdim=True) > 0.25) & torch.isfinite(target).all(dim=1, keepdim=True)
-    if kind == "depth":
-        return torch.isfinite(target) & (target > 0)
-    return torch.isfinite(target)
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-class SegmentationMetrics(MetricAccumulator):
-    """mIoU and pixel accuracy from a data-set-level confusion matrix.
-
-    `miou` is the standard mean IoU over the classes that occur in the ground truth or the
-    prediction (a class with union 0 has no defined IoU and is left out). `miou_tp` is
-    AdaShare's variant, which averages only the classes with at least one true positive;
-    it is never lower than `miou` and is offered for comparison with published tables.
-    """
-
-    def __init__(self, classes: int, ignore_index: int = IGNORE_INDEX, convention: str = "standard") -> None:
-        self.classes = classes
-        self.ignore_index = ignore_index
-        self.convention = convention
-        self.confusion = torch.zeros(classes, classes, dtype=torch.int64)
-        self.batch_acc = _BatchMean()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        if target.dim() == 4:
-            target = target[:, 0]
-        if pred.dim() == 4:  # logits
-            pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).argmax(dim=1)
-        valid = target != self.ignore_index
-        t = target[valid].to(torch.int64).cpu()
-        p = pred[valid].to(torch.int64).cpu()
-        if t.numel() and (int(t.max()) >= self.classes or int(t.min()) < 0):
-            raise ValueError(f"segmentation target holds class {int(t.max())}, but the task has {self.classes} classes")
-        self.confusion += torch.bincount(t * self.classes + p, minlength=self.classes ** 2).view(self.classes, self.classes)
-        if t.numel():
-            self.batch_acc.add(float((t == p).to(torch.float64).mean()), int(target.shape[0]))
-
-    def iou(self) -> torch.Tensor:
-        """Per-class IoU (NaN where a class is absent from both ground truth and prediction)."""
-        c = self.confusion.to(torch.float64)
-        tp = c.diag()
-        union = c.sum(0) + c.sum(1) - tp
-        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-
-    def compute(self) -> dict[str, float]:
-        c = self.confusion.to(torch.float64)
-        total = c.sum()
-        iou = self.iou()
-        present = ~torch.isnan(iou)
-        tp_pos = c.diag() > 0
-        out = {
-            "miou": float(iou[present].mean()) if bool(present.any()) else float("nan"),
-            "pixel_acc": float(c.diag().sum() / total) if total > 0 else float("nan"),
-            "miou_tp": float(iou[tp_pos].mean()) if bool(tp_pos.any()) else 0.0,
-        }
-        if self.convention == "adashare":
-            out["miou"], out["pixel_acc"] = out["miou_tp"], self.batch_acc.value()
-        return out
-
-
-class NormalMetrics(MetricAccumulator):
-    """Angle errors in degrees between unit normals, over valid pixels.
-
-    Mean and threshold fractions are exact; the median is read from a histogram with
-    0.001-degree bins (so it is exact to 0.001 degrees) because keeping every pixel's
-    error of a large split does not fit in memory.
-    """
-
-    BIN = 0.001
-
-    def __init__(self, convention: str = "standard") -> None:
-        self.convention = convention
-        self.sum = 0.0
-        self.count = 0
-        self.within = {11.25: 0, 22.5: 0, 30.0: 0}
-        self.hist = torch.zeros(int(round(180 / self.BIN)) + 1, dtype=torch.int64)
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention))
-        valid = valid_mask("normal", target)[:, 0]
-        cos = channel_cosine(pred.to(torch.float64), target.to(torch.float64), eps=1e-12)
-        ang = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))[valid].cpu()
-        self.sum += float(ang.sum())
-        self.count += ang.numel()
-        for thr in self.within:
-            self.within[thr] += int((ang < thr).sum())
-        self.hist += torch.bincount((ang / self.BIN).floor().to(torch.int64).clamp(max=len(self.hist) - 1),
-                                    minlength=len(self.hist))
-
-    def compute(self) -> dict[str, float]:
-        if self.count == 0:
-            return {m.name: float("nan") for m in _METRICS["normal"]}
-        cum = torch.cumsum(self.hist, 0)
-        k = int(torch.searchsorted(cum, torch.tensor((self.count + 1) // 2)))
-        return {
-            "mean_angle": self.sum / self.count,
-            "median_angle": (k + 0.5) * self.BIN,
-            "within_11.25": 100.0 * self.within[11.25] / self.count,
-            "within_22.5": 100.0 * self.within[22.5] / self.count,
-            "within_30": 100.0 * self.within[30.0] / self.count,
-        }
-
-
-class DepthMetrics(MetricAccumulator):
-    """Absolute and relative error and the delta < 1.25^k accuracies, pixel-weighted over the split."""
-
-    def __init__(self, convention: str = "standard") -> None:
-        self.convention = convention
-        self.abs = 0.0
-        self.rel = 0.0
-        self.count = 0
-        self.delta = [0, 0, 0]
-        self.batch_abs, self.batch_rel = _BatchMean(), _BatchMean()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).to(torch.float64)
-        target = target.to(torch.float64)
-        valid = valid_mask("depth", target)
-        p, g = pred[valid], target[valid]
-        err = (p - g).abs()
-        self.abs += float(err.sum())
-        self.rel += float((err / g).sum())
-        self.count += g.numel()
-        if g.numel():
-            self.batch_abs.add(float(err.mean()), int(target.shape[0]))
-            self.batch_rel.add(float((err / g).mean()), int(target.shape[0]))
-        ratio = torch.maximum(p.clamp(min=1e-6) / g, g / p.clamp(min=1e-6))
-        for k in range(3):
-            self.delta[k] += int((ratio < 1.25 ** (k + 1)).sum())
-
-    def compute(self) -> dict[str, float]:
-        if self.count == 0:
-            return {m.name: float("nan") for m in _METRICS["depth"]}
-        n = self.count
-        if self.convention == "adashare":
-            abs_err, rel_err = self.batch_abs.value(), self.batch_rel.value()
-        else:
-            abs_err, rel_err = self.abs / n, self.rel / n
-        return {
-            "abs_err": abs_err, "rel_err": rel_err,
-            "delta_1.25": 100.0 * self.delta[0] / n, "delta_1.25^2": 100.0 * self.delta[1] / n,
-            "delta_1.25^3": 100.0 * self.delta[2] / n,
-        }
-
-
-class DenseErrorMetrics(MetricAccumulator):
-    """Mean absolute and mean squared error of a one-channel map (keypoint, edge)."""
-
-    def __init__(self, convention: str = "standard") -> None:
-        self.convention = convention
-        self.abs = 0.0
-        self.sq = 0.0
-        self.count = 0
-        self.batch_abs = _BatchMean()
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = resize_to(pred, target.shape[-2:], _resize_mode(self.convention)).to(torch.float64)
-        target = target.to(torch.float64)
-        valid = valid_mask("edge", target)
-        diff = (pred - target)[valid]
-        self.abs += float(diff.abs().sum())
-        self.sq += float((diff ** 2).sum())
-        self.count += diff.numel()
-        if diff.numel():
-            self.batch_abs.add(float(diff.abs().mean()), int(target.shape[0]))
-
-    def compute(self) -> dict[str, float]:
-        if self.count == 0:
-            return {"mae": float("nan"), "mse": float("nan")}
-        mae = self.batch_abs.value() if self.convention == "adashare" else self.abs / self.count
-        return {"mae": mae, "mse": self.sq / self.count}
 
 
 # --------------------------------------------------------------------------- delta_T

@@ -12,7 +12,7 @@ import torch
 
 from ..data.synth import OBJECT_CLASSES
 from ..train.evaluate import Metrics
-from .dense import SegmentationMetrics
+from .maps import SegmentationMetrics
 
 
 def _bar(value: float, bar: float, higher_is_better: bool, what: str) -> dict[str, object]:

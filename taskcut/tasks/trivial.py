@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
 import torch
 
 from ..data.dataset import SynthDataset
 from ..train.evaluate import Metrics, evaluate_predictor
 from .dense import TaskSpec
+from .kinds import kind_of
 
 
 def _constant(batch: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
@@ -25,30 +25,15 @@ def _constant(batch: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tens
 
 
 def trivial_metrics(train: SynthDataset, split: SynthDataset, tasks: Mapping[str, TaskSpec]) -> dict[str, Metrics]:
-    """Metrics of the image-blind predictors on `split`, keyed by predictor name then task.
-
-    * `most_frequent_class` (seg), `mean_normal`, `mean_depth`, `zeros` (keypoint, edge):
-      one constant for every pixel;
-    * `mean_depth_map`: the training set's per-pixel mean depth, a predictor that knows
-      the typical room layout but not this image.
+    """Metrics of the image-blind predictors on `split`, keyed by predictor name then task: each kind's
+    (`Kind.blind_predictors`), e.g. `most_frequent_class` (seg), `mean_normal`, `mean_depth`, `zeros`
+    (keypoint, edge): one constant for every pixel; `mean_depth_map`: the training set's per-pixel
+    mean depth, a predictor that knows the typical room layout but not this image.
     """
     out: dict[str, Metrics] = {}
     for name, spec in tasks.items():
         target = train.array(name)
-        if spec.kind == "segmentation":
-            counts = np.bincount(target[target != spec.ignore_index].ravel(), minlength=spec.channels)
-            logits = torch.full((spec.channels,), -1.0)
-            logits[int(counts.argmax())] = 1.0
-            predictors = {"most_frequent_class": logits}
-        elif spec.kind == "normal":
-            mean = torch.from_numpy(target.mean(axis=(0, 2, 3)))
-            predictors = {"mean_normal": mean / mean.norm()}
-        elif spec.kind == "depth":
-            valid = np.isfinite(target) & (target > 0)
-            predictors = {"mean_depth": torch.tensor([float(target[valid].mean())]),
-                          "mean_depth_map": torch.from_numpy(target.mean(axis=0))}
-        else:
-            predictors = {"zeros": torch.zeros(1)}
+        predictors = kind_of(spec.kind).blind_predictors(spec, target)
         for pname, value in predictors.items():
             metrics = evaluate_predictor(lambda b, v=value, n=name: {n: _constant(b, v)}, split, {name: spec})
             out.setdefault(pname, {})[name] = metrics[name]

@@ -34,7 +34,8 @@ from torch import nn
 
 from ..config import DistillConfig
 from ..errors import TaskcutError
-from ..tasks.dense import TaskSpec, channel_cosine
+from ..tasks.dense import TaskSpec
+from ..tasks.kinds import kind_of
 
 
 def distill_loss(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -42,21 +43,7 @@ def distill_loss(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, t
     if student.shape != teacher.shape:
         raise TaskcutError(f"task {spec.name!r}: the student predicts {tuple(student.shape)} but the teacher "
                            f"{tuple(teacher.shape)}; distillation needs the same output shape")
-    teacher = teacher.detach()
-    if spec.kind in ("segmentation", "classification"):
-        t = temperature
-        log_student = F.log_softmax(student / t, dim=1)
-        log_teacher = F.log_softmax(teacher / t, dim=1)
-        per_item = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
-        return per_item.mean() * t * t
-    if spec.kind == "binary":  # KL of the per-label Bernoullis: BCE to the teacher's probabilities less their entropy
-        p = torch.sigmoid(teacher)
-        return F.binary_cross_entropy_with_logits(student, p) - F.binary_cross_entropy_with_logits(teacher, p)
-    if spec.kind == "normal":
-        return (1.0 - channel_cosine(student, teacher, eps=1e-8)).mean()
-    if spec.kind in ("depth", "regression"):
-        return (student - teacher).abs().mean()
-    return ((student - teacher) ** 2).mean()
+    return kind_of(spec.kind).distill_loss(spec, student, teacher.detach(), temperature)
 
 
 class Teacher:

@@ -7,7 +7,8 @@ from typing import Callable, Mapping
 import torch
 
 from ..data.dataset import to_device, DataSet, batches_of
-from ..tasks.dense import MetricAccumulator, TaskSpec
+from ..tasks.accumulate import MetricAccumulator
+from ..tasks.dense import TaskSpec
 
 Predictor = Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 Metrics = dict[str, dict[str, float]]
