@@ -87,12 +87,13 @@ def prune_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
+    from ..cut.budget import parse_budget
     from ..jobs.pruning import prune
     from ..jobs.settings import PruneSettings, ScoringSettings, make
     from ..jobs.source import open_source
 
     _check_device(device)
-    if budget is None or not budget.strip().startswith("latency"):
+    if budget is None or parse_budget(budget).kind != "latency":
         for option, value in (("--runtime", runtime), ("--threads", threads)):
             if value is not None:
                 raise TaskcutError(f"{option} is where a latency budget is measured; it does not apply without "
