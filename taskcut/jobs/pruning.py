@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -37,15 +38,20 @@ class PruneResult:
     params_before: int
     params_selected: int
     params_after: int
-    #: Bytes of the base's file, of the compact file, and of the selected model saved dense.
+    #: Bytes of the base's file and of the compact file (`bytes_selected_dense`: of the selected model
+    #: saved dense, measured when first asked for: a fleet never asks).
     bytes_before: int
     bytes_after: int
-    bytes_selected_dense: int
+    dense_bytes: Callable[[], int] = field(repr=False, default=lambda: 0)
     per_layer: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (size, fraction removed)
     left_whole: list[str] = field(default_factory=list)
     seconds_scoring: float = 0.0
     budget: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def bytes_selected_dense(self) -> int:
+        return self.dense_bytes()
 
 
 def check_prune(source: Source, settings: PruneSettings) -> list[str]:
@@ -113,7 +119,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
     seconds = time.perf_counter() - start
     method = "cut-structured" if settings.structured else "cut"
     provenance = {**source.provenance(), "method": method, "tasks": chosen, "rule": settings.rule}
-    dense_bytes = source.dense_bytes(base, small, chosen)
+    dense_bytes = source.dense_bytes_later(base, small, chosen)  # before the cut: `small` is cut in place
     params_selected = sum(p.numel() for p in small.parameters())
 
     def file_bytes(candidate: nn.Module) -> int:  # with room for the budget report the real file adds
@@ -142,5 +148,5 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         model=cut.model, tasks=chosen, specs=specs, path=out, rule=settings.rule, sparsity=cut.sparsity,
         achieved=cut.achieved, keep_ratio=cut.keep_ratio, params_before=sum(p.numel() for p in base.parameters()),
         params_selected=params_selected, params_after=cut.params_after, bytes_before=source.base_bytes(base),
-        bytes_after=out.stat().st_size, bytes_selected_dense=dense_bytes, per_layer=cut.per_layer,
+        bytes_after=out.stat().st_size, dense_bytes=dense_bytes, per_layer=cut.per_layer,
         left_whole=cut.left_whole, seconds_scoring=seconds, budget=cut.budget, provenance=provenance)

@@ -56,7 +56,7 @@ def score(source: Source, settings: ScoringSettings, out: Path, *, force: bool =
     out = Path(out)
     check_writable(out, force)
     scoring, record = source.scoring(settings, None, None)
-    base = source.open(device)
+    base = source.open(device, fresh=True)  # scoring writes gradients into it
     tasks = source.task_names()
     specs = source.check_scoring(source.specs(base, tasks), scoring)
     scores = score_source(source, base, specs, scoring, device, show_progress)

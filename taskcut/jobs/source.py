@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -61,9 +61,23 @@ class Source:
         """The specs of `tasks` as the source declares them, without building the model."""
         raise NotImplementedError
 
-    def open(self, device: str) -> nn.Module:
-        """The base model on `device`."""
+    def open(self, device: str, fresh: bool = False) -> nn.Module:
+        """The base model on `device`. Kept for the next call while the source is unchanged (a fleet prunes
+        every device from it): callers must not change it — `select` copies it — or must ask for a
+        `fresh` one (scoring writes gradients into it)."""
+        key = (str(device), self._version())
+        if fresh:
+            return self._build(device)
+        if getattr(self, "_opened", None) is None or self._opened[0] != key:
+            self._opened = (key, self._build(device))
+        return self._opened[1]
+
+    def _build(self, device: str) -> nn.Module:
         raise NotImplementedError
+
+    def _version(self) -> object:
+        """What changes when the base changes (its file's time and size)."""
+        return None
 
     def select(self, base: nn.Module, tasks: list[str], device: str) -> nn.Module:
         """A copy of the base holding `tasks` only (checked to run on the data)."""
@@ -142,10 +156,12 @@ class Source:
         `folder` when the source is not one."""
         raise NotImplementedError
 
-    def dense_bytes(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> int:
-        """File size of the selected model saved dense: the yardstick for the compact file."""
+    def dense_bytes_later(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> Callable[[], int]:
+        """File size of the selected model saved dense (the yardstick for the compact file), as a function
+        to call when the figure is wanted; `selected` is cut after this returns. Measured now by default."""
         with tempfile.TemporaryDirectory() as tmp:
-            return self.save(selected, Path(tmp) / "dense.safetensors", {}, self.specs(selected, tasks)).stat().st_size
+            size = self.save(selected, Path(tmp) / "dense.safetensors", {}, self.specs(selected, tasks)).stat().st_size
+        return lambda: size
 
     # -- the jobs on a model file made from this source (finetune, evaluate, export) ------------------
 
@@ -260,7 +276,14 @@ class FileSource(Source):
     def identity(self) -> str:
         from ..fileio import file_sha256
 
-        return file_sha256(self.path)
+        version = self._version()
+        if getattr(self, "_identity", None) is None or self._identity[0] != version:
+            self._identity = (version, file_sha256(self.path))
+        return self._identity[1]
+
+    def _version(self) -> object:
+        stat = self.path.stat()
+        return (stat.st_mtime_ns, stat.st_size)
 
     def record(self) -> dict[str, Any]:
         return {"base": str(self.path), "base_sha256": self.identity(), "data": self.data}
@@ -289,7 +312,7 @@ class FileSource(Source):
     def samples(self, specs: Mapping[str, TaskSpec]) -> Any:
         return self.split_data(specs, "test", "cpu")
 
-    def open(self, device: str) -> nn.Module:
+    def _build(self, device: str) -> nn.Module:
         from ..models import load
 
         return load(self.path, device)
@@ -336,10 +359,8 @@ class FileSource(Source):
         return self.train_set(specs).batch(torch.tensor([0]))["image"].to(device)
 
     def provenance(self) -> dict[str, Any]:
-        from ..fileio import file_sha256
-
         return {"taskcut": __version__, "base": self.spec.get("provenance", {}), "source": str(self.path),
-                "source_sha256": file_sha256(self.path)}
+                "source_sha256": self.identity()}
 
     def scoring_provenance(self, scoring: ScoringSettings) -> dict[str, Any]:
         return {"score_batches": scoring.batches, "score_batch_size": scoring.batch_size, "data": self.data}
@@ -441,16 +462,19 @@ class FileSource(Source):
         evaluation = open_for_tasks(data, settings.split, specs)
         return samples[:4], samples if settings.int8 else None, evaluation, {"data": data, "split": settings.split}
 
-    def dense_bytes(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> int:
-        """Saved from a view that shares the base's modules (the trunk and the chosen heads): nothing
-        is copied."""
+    def dense_bytes_later(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> Callable[[], int]:
+        """Saved, when asked for, from a view that shares the base's modules (the trunk and the chosen
+        heads): nothing is copied, and nothing is written unless the figure is wanted."""
         from ..models import save
         from ..models.multitask import MultiTaskModel
 
-        config = base.config.model_copy(update={"tasks": {t: base.config.tasks[t] for t in tasks}}, deep=True)
-        view = MultiTaskModel(base.trunk, {t: base.heads[t] for t in tasks}, config)
-        with tempfile.TemporaryDirectory() as tmp:
-            return save(view, Path(tmp) / "dense.safetensors").stat().st_size
+        def size() -> int:
+            config = base.config.model_copy(update={"tasks": {t: base.config.tasks[t] for t in tasks}}, deep=True)
+            view = MultiTaskModel(base.trunk, {t: base.heads[t] for t in tasks}, config)
+            with tempfile.TemporaryDirectory() as tmp:
+                return save(view, Path(tmp) / "dense.safetensors").stat().st_size
+
+        return size
 
 
 class YamlSource(Source):
@@ -492,7 +516,7 @@ class YamlSource(Source):
         model, path = self.dense_control(tasks, recipe, device, show_progress)
         return model.to(device), path
 
-    def open(self, device: str) -> nn.Module:
+    def _build(self, device: str) -> nn.Module:
         return self.cfg.build().to(device)
 
     def _first(self) -> torch.Tensor:
@@ -564,7 +588,8 @@ class YamlSource(Source):
             return self.save(base, Path(tmp) / "base.safetensors", {}, self.cfg.specs).stat().st_size
 
     def base_file(self, folder: Path) -> Path:
-        return self.save(self.open("cpu"), Path(folder) / "dense.safetensors", {"fleet": "dense base"}, self.cfg.specs)
+        return self.save(self.open("cpu"), Path(folder) / "dense.safetensors", {"fleet": "dense base"},
+                         self.cfg.specs)
 
     def _batches(self, split: str, device: str | None = None, what: str = "batches") -> Any:
         from ..api import Batches
