@@ -72,16 +72,16 @@ def task_references(name: str, data: object) -> list[tuple[str, object]]:
     """The code references of one saved task (a custom task's loss and metric functions, a user's kind)."""
     if not isinstance(data, Mapping):
         return []
-    if isinstance(data.get("kind_ref"), str):
-        return [(f"task {name!r} kind", data["kind_ref"])]
+    kind = [(f"task {name!r} kind", data["kind_ref"])] if "kind_ref" in data else []  # a non-string is refused
     if data.get("kind") != "custom":
-        return []
+        return kind
     refs: list[tuple[str, object]] = [(f"task {name!r} loss", data.get("loss"))]
     metrics = data.get("metrics")
     if isinstance(metrics, Mapping):
         refs += [(f"task {name!r} metric {metric!r}", entry.get("fn") if isinstance(entry, Mapping) else entry)
                  for metric, entry in metrics.items()]
-    return [(what, ref) for what, ref in refs if isinstance(ref, str)]  # anything else is refused as malformed
+    # a kind reference that is no string is refused by `require_trusted`; malformed functions by the task's load
+    return kind + [(what, ref) for what, ref in refs if isinstance(ref, str)]
 
 
 def spec_references(spec: Mapping[str, Any]) -> list[tuple[str, object]]:

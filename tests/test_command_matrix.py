@@ -166,6 +166,7 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
     ("score", ["--batch-size", "2"], {"zoo": OK, "own": OK}, _scored(2, 2)),
     ("score", ["--device", "cpu"], {"zoo": OK, "own": OK}, _scored(2, None)),
     ("score", ["--data", "{data}"], {"zoo": OK, "own": "--data"}, _none),
+    ("score", ["--batches", "9"], {"zoo": "batches", "own": "batches"}, _none),  # more than the train split holds
     ("prune", ["--sparsity", "0.6"], {"zoo": OK, "own": OK}, _pruned("sparsity", 0.6)),
     ("prune", ["--sparsity", "0.6", "--fusion", "union"], {"zoo": OK, "own": OK}, _pruned("rule", "union")),
     ("prune", ["--sparsity", "0.4", "--structured"], {"zoo": OK, "own": OK}, _structured_smaller),
@@ -282,3 +283,46 @@ def test_the_jobs_are_what_the_commands_run(fx: Fx, tmp_path: Path, source: str)
     assert isinstance(tuned, jobs.FinetuneResult) and list(tuned.specs) == tasks
     cli_weights = taskcut.load(fx.tuned[source], trust=True).state_dict()
     assert all(torch.equal(v, cli_weights[k]) for k, v in taskcut.load(tuned.path, trust=True).state_dict().items())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_no_job_overwrites_what_it_reads(fx: Fx, tmp_path: Path, source: str) -> None:
+    """--out naming the source's own model file (or an own model's YAML) is refused with --force too, and the
+    file is left as it was."""
+    target = fx.base["zoo"] if source == "zoo" else fx.config
+    before = target.read_bytes()
+    for command in ("score", "prune"):
+        args = fx.model_args(source, command) + (["--sparsity", "0.5"] if command == "prune" else [])
+        result = runner.invoke(app, [str(a) for a in args + ["--batches", "2", "--out", target, "--force"]])
+        assert result.exit_code == 2 and "would overwrite" in result.output, result.output
+        assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_python_jobs_refuse_what_the_commands_refuse(fx: Fx, tmp_path: Path, source: str) -> None:
+    from taskcut import jobs
+    from taskcut.errors import TaskcutError
+
+    opened = jobs.open_source(fx.base["zoo"], data=fx.data) if source == "zoo" else jobs.open_source(config=fx.config)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(TaskcutError, match="--runtime is where a latency budget is measured"):
+        jobs.prune(opened, jobs.PruneSettings(tasks=["seg"], sparsity=0.5, runtime="torch"), out)
+    with pytest.raises(TaskcutError, match="--control needs --baseline"):
+        jobs.evaluate(opened, fx.tuned[source], jobs.EvaluateSettings(control=True), out)
+    assert not out.exists()
+    if source == "own":
+        with pytest.raises(TaskcutError, match="a crop does not apply"):
+            jobs.finetune(opened, fx.compact[source], jobs.FinetuneSettings(steps=1, crop=(8, 8)), out)
+        with pytest.raises(TaskcutError, match="--control needs --baseline base"):
+            jobs.evaluate(opened, fx.tuned[source], jobs.EvaluateSettings(baseline=fx.base["own"], control=True), out)
+        assert not out.exists()
+
+
+def test_an_own_split_shorter_than_the_default_is_scored_whole_and_recorded_so(fx: Fx, tmp_path: Path) -> None:
+    """Without --batches, an own model's data factory with fewer batches than the default (50) is scored
+    whole and the file records how many; asked for more than it has, it is refused (the matrix)."""
+    from taskcut.experiments.scores import scoring_settings
+
+    out = tmp_path / "s.safetensors"
+    _ok("score", "--config", fx.config, "--out", out, "--quiet")
+    assert scoring_settings(out)["batches"] == len(hf_encoders.data("deit")["train"])

@@ -128,6 +128,13 @@ def test_a_fleet_of_an_own_model(tmp_path: Path) -> None:
     # the control column is filled (bot's depth metrics are 0 on this random model: its delta_T is undefined)
     assert rows["cam"]["delta_T_vs_control"] not in ("", "None"), rows["cam"]
     assert list(load(out / "devices" / "cam" / "tuned.safetensors", trust=True)(torch.rand(1, 3, 32, 32))) == ["seg"]
+    # data: beside config: cannot apply (the YAML names the data): one line, before anything is written
+    bad = tmp_path / "bad-fleet.yaml"
+    bad.write_text(yaml.safe_dump({"config": str(config), "data": "synth:x", "devices": [
+        {"name": "cam", "tasks": ["seg"], "budget": "params=0.3"}]}))
+    result = runner.invoke(app, ["fleet", str(bad), "--out", str(tmp_path / "bad-run"), "--quiet"])
+    assert result.exit_code == 2 and "data: does not apply with config:" in result.output, result.output
+    assert not (tmp_path / "bad-run").exists()
 
 
 def test_a_fleet_can_fine_tune_with_distillation(base: Path, synth_dir: Path, tmp_path: Path) -> None:

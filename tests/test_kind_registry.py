@@ -167,3 +167,17 @@ def test_a_kind_is_refused_in_one_line_when_it_is_not_one(tmp_path: Path) -> Non
 
     with pytest.raises(ValueError, match="already registered"):
         register(Other())
+
+
+def test_a_trusted_kind_reference_does_not_let_a_custom_task_run_untrusted_code(tmp_path: Path) -> None:
+    """A saved task naming both a kind (trusted) and custom functions (not trusted) is refused: trusting
+    one reference of a file trusts nothing else it names."""
+    from taskcut.errors import TaskcutError
+    from taskcut.trust import require_trusted, task_references, trusting
+
+    data = {"kind": "custom", "channels": 1, "kind_ref": "tests.test_kind_registry:Counting",
+            "loss": "os:system", "metrics": {}}
+    refs = task_references("count", data)
+    assert ("task 'count' loss", "os:system") in refs and ("task 'count' kind", data["kind_ref"]) in refs
+    with trusting(["tests.test_kind_registry:Counting"]), pytest.raises(TaskcutError, match="os:system"):
+        require_trusted(refs, "the saved task 'count'")

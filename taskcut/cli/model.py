@@ -10,7 +10,6 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import TaskcutError
 from .common import app, out, _clean_errors, _DEVICE, _FORCE, _QUIET, _TRUST_CODE, _task_list, _distributed, _check_device
 from .render import _print_layers
 
@@ -87,20 +86,13 @@ def prune_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune a model to the chosen tasks with CUT (per-task scores fused by a vote)."""
-    from ..cut.budget import parse_budget
     from ..jobs.pruning import prune
     from ..jobs.settings import PruneSettings, ScoringSettings, make
     from ..jobs.source import open_source
 
     _check_device(device)
-    if budget is None or parse_budget(budget).kind != "latency":
-        for option, value in (("--runtime", runtime), ("--threads", threads)):
-            if value is not None:
-                raise TaskcutError(f"{option} is where a latency budget is measured; it does not apply without "
-                                   "--budget latency=...")
     settings = make(PruneSettings, tasks=_task_list(tasks), sparsity=sparsity, budget=budget, rule=fusion,
-                    structured=structured, scores=scores, runtime=runtime or "onnxruntime",
-                    threads=2 if threads is None else threads, size=size,
+                    structured=structured, scores=scores, runtime=runtime, threads=threads, size=size,
                     scoring=make(ScoringSettings, batches=batches, batch_size=batch_size))
     source = open_source(base, config, data)
     with _distributed(device) as device:

@@ -127,6 +127,9 @@ def load_fleet(path: Path) -> Fleet:
         raise TaskcutError(f"fleet file {path}: give either base: (a taskcut model file) or config: (an own model's YAML)")
     if fleet.base is not None and fleet.data is None:
         raise TaskcutError(f"fleet file {path}: a base model file needs data: KIND:PATH")
+    if fleet.config is not None and fleet.data is not None:
+        raise TaskcutError(f"fleet file {path}: data: does not apply with config: (an own model's YAML names its "
+                           "data); leave it out")
     for key in ("base", "config"):
         value = getattr(fleet, key)
         if value is not None and not value.is_absolute():
@@ -214,10 +217,11 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
     def one(dev: Device, folder: Path) -> dict[str, Any]:
         compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
-        measured_on_input = parse_budget(dev.budget).kind in STRUCTURED_ONLY
+        kind = parse_budget(dev.budget).kind
+        timed = kind == "latency"  # the device's runtime and the fleet's threads
         settings = PruneSettings(tasks=dev.tasks, budget=dev.budget, structured=dev.structured, scores=scores,
-                                 runtime=dev.runtime, threads=fleet.bench.threads,
-                                 size=tuple(fleet.bench.size) if measured_on_input else None)
+                                 runtime=dev.runtime if timed else None, threads=fleet.bench.threads if timed else None,
+                                 size=tuple(fleet.bench.size) if kind in STRUCTURED_ONLY else None)
         summary = prune(source, settings, compact, force=True, device=device, show_progress=show_progress)
         assert summary is not None and summary.budget is not None
         report, record = _tune_and_deploy(fleet, dev, compact, tuned, folder, exported, device, show_progress)
@@ -300,14 +304,17 @@ def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:
 
     from ..deploy.bench import count_macs, measure
     from ..deploy.export import baked
+    from ..jobs.source import source_of_file
     from ..models import load
 
     size = tuple(fleet.bench.size)
     on_file = measure(exported, None, fleet.bench.threads, None, runs=fleet.bench.runs)
     macs = count_macs(baked(load(tuned)), torch.rand(1, 3, *size))
     if tuple(on_file["size"]) != size:  # the file runs the data's size; time it at the fleet's size
+        # an own model's file is timed with its YAML: its input's channels, int8 calibrated on its train split
+        own = source_of_file(tuned, fleet.config) if fleet.config is not None else None
         on_file = measure(tuned, on_file["runtime"], fleet.bench.threads, size, runs=fleet.bench.runs,
-                          int8=bool(on_file.get("int8")), data=fleet.data)
+                          int8=bool(on_file.get("int8")), data=fleet.data, source=own)
     return {**on_file, "macs": macs}
 
 

@@ -136,7 +136,7 @@ def task_spec(name: str, t: OwnTask) -> TaskSpec:
         else:
             fields = kind_of(kind).from_yaml(name, t.model_dump())
             spec = Task("", kind, **fields)
-    except (ValueError, ImportError) as exc:
+    except (ValueError, ImportError, TypeError) as exc:  # TypeError: a kind's from_yaml giving unknown fields
         if isinstance(exc, ValueError) and str(exc).startswith(f"task {name!r}"):
             raise TaskcutError(str(exc)) from exc
         raise TaskcutError(f"task {name!r}: {exc}") from exc

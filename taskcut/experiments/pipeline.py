@@ -1,4 +1,5 @@
-"""The only place that chains stages: data -> train -> evaluate -> files."""
+"""Training a base model on a data set (train -> evaluate against image-blind predictors -> files), and the
+dense teacher and the dense control of a model file (used by `taskcut.jobs.source.FileSource`)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ def evaluate(source: Source, model_file: Path, settings: EvaluateSettings, out: 
     from ..tasks.maps import CONVENTIONS
 
     check_choice(list(CONVENTIONS), [settings.metrics], "metric convention", "conventions:")
+    source.check_control(settings.baseline, settings.control)
     if out is not None:
         check_writable(Path(out), force)
     model, specs, spec = source.open_model(Path(model_file), device)
@@ -44,8 +45,6 @@ def evaluate(source: Source, model_file: Path, settings: EvaluateSettings, out: 
                 control_metrics = source.metrics(control, specs, data, settings.metrics, device)
                 report["control"] = {"model": str(path), "metrics": control_metrics, "finetune": schedule}
                 report["control"].update(delta_fields(metrics, control_metrics, specs))
-    elif settings.control:
-        raise TaskcutError("--control needs --baseline: the control is the baseline fine-tuned like this model")
     if out is not None:
         write_text(Path(out), json.dumps(report, indent=2))
     return report

@@ -39,7 +39,7 @@ class PruneResult:
     params_selected: int
     params_after: int
     #: Bytes of the base's file and of the compact file (`bytes_selected_dense`: of the selected model
-    #: saved dense, measured when first asked for: a fleet never asks).
+    #: saved dense; a model file's is measured when first asked for, and a fleet never asks).
     bytes_before: int
     bytes_after: int
     dense_bytes: Callable[[], int] = field(repr=False, default=lambda: 0)
@@ -71,7 +71,12 @@ def check_prune(source: Source, settings: PruneSettings) -> list[str]:
         if kind == "latency":
             from ..deploy.bench import check_runtime
 
-            check_runtime(settings.runtime, False)
+            check_runtime(settings.runtime or "onnxruntime", False)
+    if kind != "latency":
+        for option, value in (("--runtime", settings.runtime), ("--threads", settings.threads)):
+            if value is not None:
+                raise TaskcutError(f"{option} is where a latency budget is measured; it does not apply without "
+                                   "--budget latency=...")
     if settings.size is not None and kind not in ("latency", "macs"):
         raise TaskcutError("--size is the input a latency or MACs budget is measured at; it does not apply "
                            f"{'with --sparsity' if kind is None else f'to a {kind} budget'}")
@@ -113,7 +118,8 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         scores = read_scores(settings.scores, source.name, chosen, record, prunable_parameters(small),
                              base_sha256=source.identity())
     else:
-        scores = score_source(source, small, scored_specs, scoring, device, show_progress)
+        scores, scoring = score_source(source, small, scored_specs, scoring, device, show_progress,
+                                       exact=settings.scoring.batches is not None)
         if scores is None:  # every rank holds the same summed scores; rank 0 writes
             return None
     seconds = time.perf_counter() - start
@@ -133,7 +139,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         if budgeted or settings.structured else None
     cut = prune_scored(small, scores, sparsity=settings.sparsity, budget=settings.budget, rule=settings.rule,
                        structured=settings.structured, example=example, file_bytes=file_bytes,
-                       runtime=settings.runtime, threads=settings.threads,
+                       runtime=settings.runtime or "onnxruntime", threads=settings.threads or 2,
                        structured_example=None if budgeted or example is None else example[:1])
     if budgeted:
         provenance.update({"budget": settings.budget, **source.scoring_provenance(scoring),

@@ -35,9 +35,10 @@ class PruneSettings(Strict):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     #: Scores of every task written by `taskcut score` for this source: no forward or backward pass.
     scores: Path | None = None
-    #: Where a latency budget is measured, and the input size of a latency or MACs budget.
-    runtime: str = "onnxruntime"
-    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
+    #: Where a latency budget is measured (default onnxruntime, 2 threads: refused without a latency
+    #: budget), and the input size of a latency or MACs budget.
+    runtime: str | None = None
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     size: tuple[Side, Side] | None = None
 
 

@@ -234,6 +234,14 @@ class Source:
         """Why there is no control for a model (said when one was asked for)."""
         return "the model was not fine-tuned (its provenance has no schedule to repeat on the dense model)"
 
+    def check_control(self, baseline: Path | None, control: bool | None) -> None:
+        """Refuse, before any work, a control asked for that this source cannot make."""
+        if control and baseline is None:
+            raise TaskcutError("--control needs --baseline: the control is the baseline fine-tuned like this model")
+
+    def check_finetune(self, settings: FinetuneSettings) -> None:
+        """Refuse, before any work, fine-tuning settings this source cannot apply."""
+
     def check_export(self, settings: ExportSettings) -> None:
         """Export settings this source cannot apply, refused before any work."""
 
@@ -256,7 +264,7 @@ class FileSource(Source):
         self.name = self.path = Path(path)
         self.spec = zoo_spec(self.path)
         self.data = data
-        self._train: Any = None
+        self._train: tuple[tuple, Any] | None = None
 
     def _data(self) -> str:
         if self.data is None:
@@ -264,11 +272,14 @@ class FileSource(Source):
         return self.data
 
     def train_set(self, specs: Mapping[str, TaskSpec]) -> Any:
+        """The train split opened for `specs` (kept for the next call with the same tasks: a fleet's devices
+        with other tasks get their own, as the class count and the targets checked depend on them)."""
         from ..data.dataset import open_for_tasks
 
-        if self._train is None:
-            self._train = open_for_tasks(self._data(), "train", specs)
-        return self._train
+        key = tuple((name, spec.kind, spec.channels) for name, spec in specs.items())
+        if self._train is None or self._train[0] != key:
+            self._train = (key, open_for_tasks(self._data(), "train", specs))
+        return self._train[1]
 
     def task_names(self) -> list[str]:
         return list(self.spec["model"]["tasks"])
@@ -493,6 +504,16 @@ class YamlSource(Source):
 
     def task_names(self) -> list[str]:
         return list(self.cfg.specs)
+
+    def _version(self) -> object:
+        """The YAML's and the weights file's time and size: the base changes with either."""
+        files = [self.name] + ([self.cfg._resolve(self.cfg.model.weights)] if self.cfg.model.weights else [])
+        return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files)
+
+    def protect(self, out: Path) -> None:
+        files = [self.name] + ([self.cfg._resolve(self.cfg.model.weights)] if self.cfg.model.weights else [])
+        if any(Path(out).resolve() == Path(f).resolve() for f in files):
+            raise TaskcutError(f"--out {out} would overwrite the own model's YAML or its weights")
 
     def identity(self) -> str:
         from ..experiments.scores import own_base_digest
@@ -726,6 +747,17 @@ class YamlSource(Source):
         if str(baseline) != "base":
             return "needs --baseline base: the control is the YAML's base model fine-tuned like this one"
         return super().no_control(baseline)
+
+    def check_control(self, baseline: Path | None, control: bool | None) -> None:
+        super().check_control(baseline, control)
+        if control and str(baseline) != "base":
+            raise TaskcutError(f"--control {self.no_control(Path(str(baseline)))}")
+
+    def check_finetune(self, settings: FinetuneSettings) -> None:
+        for what, value in (("a preset's schedule", settings.schedule), ("a crop", settings.crop)):
+            if value is not None:
+                raise TaskcutError(f"{what} does not apply with an own model's --config: its data factory makes the "
+                                   "batches; leave it out")
 
     def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
                       settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:

@@ -51,6 +51,7 @@ def finetune(source: Source, model_file: Path, settings: FinetuneSettings, out: 
     ckpt = check_checkpoint(out, settings.resume, force)
     if settings.teacher is not None and settings.distill is None:
         raise TaskcutError("--teacher and --distill-* settings need --distill")
+    source.check_finetune(settings)
     model, specs, spec = source.open_model(model_file, device)
     cfg = source.train_config(settings)
     train, val = source.fit_data(model, specs, settings, device)

@@ -144,11 +144,14 @@ def load_kind(reference: str) -> Kind:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"task kind {reference!r} does not import: {exc}") from exc
+    except Exception as exc:  # ImportError, AttributeError, or whatever the user's module raises on import
+        raise ValueError(f"task kind {reference!r} does not import: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(obj, type) and issubclass(obj, Kind)):
         raise ValueError(f"task kind {reference!r} names {getattr(obj, '__name__', obj)!r}, not a Kind subclass")
-    kind = obj()
+    try:
+        kind = obj()
+    except Exception as exc:
+        raise ValueError(f"task kind {reference!r} cannot be made: {type(exc).__name__}: {exc}") from exc
     existing = KINDS.get(kind.name)
     return existing if existing is not None and type(existing) is obj else register(kind)
 
