@@ -222,7 +222,7 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
     ("bench", ["--json", "--int8"], {"zoo": OK, "own": OK}, _benched(lambda r: r["model"]["int8"])),
     ("bench", ["--json", "--vs", "{base}", "--vs-runtime", "torch"], {"zoo": OK, "own": OK},
      _benched(lambda r: r["vs"]["runtime"] == "torch" and r["ratios"] is not None)),
-    ("info", ["--json"], {"zoo": OK, "own": OK}, _none),
+    ("info", ["--json"], {"zoo": OK, "own": OK}, _benched(lambda spec: spec["format"] == "taskcut.model")),
 ]
 
 #: The output file each command writes, by suffix (none: it writes nothing).

@@ -505,14 +505,16 @@ class YamlSource(Source):
     def task_names(self) -> list[str]:
         return list(self.cfg.specs)
 
+    def _files(self) -> list[Path]:
+        """The files the base comes from: the YAML and its weights."""
+        return [self.name] + ([self.cfg._resolve(self.cfg.model.weights)] if self.cfg.model.weights else [])
+
     def _version(self) -> object:
         """The YAML's and the weights file's time and size: the base changes with either."""
-        files = [self.name] + ([self.cfg._resolve(self.cfg.model.weights)] if self.cfg.model.weights else [])
-        return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files)
+        return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in self._files())
 
     def protect(self, out: Path) -> None:
-        files = [self.name] + ([self.cfg._resolve(self.cfg.model.weights)] if self.cfg.model.weights else [])
-        if any(Path(out).resolve() == Path(f).resolve() for f in files):
+        if any(Path(out).resolve() == Path(f).resolve() for f in self._files()):
             raise TaskcutError(f"--out {out} would overwrite the own model's YAML or its weights")
 
     def identity(self) -> str:

@@ -20,7 +20,6 @@ part of delta_T.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,6 +32,7 @@ from .accumulate import Metric, MetricAccumulator
 from .kinds import BUILT_IN, KINDS, kind_of, load_kind, reference_of
 from .kinds.classification import CLASS_IGNORE_INDEX
 from .maps import CONVENTIONS, IGNORE_INDEX
+from .references import import_object
 
 TaskKind = Literal["segmentation", "normal", "depth", "keypoint", "edge",
                    "classification", "regression", "binary", "custom"]
@@ -53,15 +53,7 @@ def import_reference(ref: str) -> Callable[..., Any]:
     Saved custom tasks carry references, not pickled functions, so a spec file stays
     readable JSON and loads only code that is importable where it is loaded.
     """
-    module, sep, attr = ref.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"reference {ref!r} is not of the form \"module:function\"")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"reference {ref!r} does not import: {exc}") from exc
+    obj = import_object(ref)
     if not callable(obj):
         raise ValueError(f"reference {ref!r} names {type(obj).__name__}, not a function")
     return obj

@@ -49,8 +49,11 @@ class Kind:
     channel_word: str = "channels"
     #: Outputs are class scores, so their argmax is the prediction (int8 exports report agreement).
     class_scores: bool = False
-    #: Whether `ignore_index` means something for this kind (saved when not the default).
+    #: Whether `ignore_index` means something for this kind (saved when not the default), and its default.
     uses_ignore_index: bool = False
+    default_ignore_index: int | None = None
+    #: The own-model YAML field that gives the channel count (classes, labels, outputs).
+    yaml_channels: str = "channels"
 
     # ---------------------------------------------------------------- the spec
 
@@ -66,11 +69,15 @@ class Kind:
     def from_yaml(self, name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
         """The spec's fields (`channels` and this kind's settings) from an own model's YAML entry."""
         if self.fixed_channels is not None:
-            return {"channels": self.fixed_channels}
-        channels = entry.get("channels")
-        if not isinstance(channels, int) or isinstance(channels, bool):
-            raise ValueError(f"task {name!r} ({self.name}) needs channels: (the number of outputs)")
-        return {"channels": channels}
+            fields: dict[str, Any] = {"channels": self.fixed_channels}
+        elif entry.get(self.yaml_channels) is None:
+            raise ValueError(f"task {name!r} ({self.name}) needs {self.yaml_channels}:")
+        else:
+            fields = {"channels": entry[self.yaml_channels]}
+        if self.uses_ignore_index:
+            ignore = entry.get("ignore_index")
+            fields["ignore_index"] = self.default_ignore_index if ignore is None else ignore
+        return fields
 
     # ---------------------------------------------------------------- training and judging
 
@@ -135,17 +142,9 @@ def reference_of(kind: Kind) -> str:
 def load_kind(reference: str) -> Kind:
     """Import the `Kind` subclass "module:Class" names, register an instance and return it. This runs
     the module's code: callers import only references the user trusts (`taskcut.trust`)."""
-    import importlib
+    from ..references import import_object
 
-    module, sep, attr = str(reference).partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"task kind {reference!r} must be a registered name or 'package.module:KindClass'")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # ImportError, AttributeError, or whatever the user's module raises on import
-        raise ValueError(f"task kind {reference!r} does not import: {type(exc).__name__}: {exc}") from exc
+    obj = import_object(reference, "task kind")
     if not (isinstance(obj, type) and issubclass(obj, Kind)):
         raise ValueError(f"task kind {reference!r} names {getattr(obj, '__name__', obj)!r}, not a Kind subclass")
     try:

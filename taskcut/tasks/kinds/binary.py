@@ -14,11 +14,7 @@ class Binary(Kind):
     name = "binary"
     min_channels = 1
     channel_word = "label"
-
-    def from_yaml(self, name: str, entry: dict) -> dict:
-        if entry.get("labels") is None:
-            raise ValueError(f"task {name!r} (binary) needs labels:")
-        return {"channels": entry["labels"]}
+    yaml_channels = "labels"
 
     def metrics(self, spec: Spec) -> tuple[Metric, ...]:
         return (Metric("map", True),)

@@ -15,16 +15,10 @@ CLASS_IGNORE_INDEX = -100
 class Classification(Kind):
     name = "classification"
     min_channels = 2
-    channel_word = "classes"
+    channel_word = yaml_channels = "classes"
     class_scores = True
     uses_ignore_index = True
     default_ignore_index = CLASS_IGNORE_INDEX
-
-    def from_yaml(self, name: str, entry: dict) -> dict:
-        if entry.get("classes") is None:
-            raise ValueError(f"task {name!r} ({self.name}) needs classes:")
-        ignore = entry.get("ignore_index")
-        return {"channels": entry["classes"], "ignore_index": self.default_ignore_index if ignore is None else ignore}
 
     def metrics(self, spec: Spec) -> tuple[Metric, ...]:
         return (Metric("accuracy", True),) + ((Metric("top5", True),) if spec.channels > 5 else ())

@@ -15,8 +15,10 @@ class Regression(Kind):
     channel_word = "output"
     takes_regression_loss = True
 
+    yaml_channels = "outputs"
+
     def from_yaml(self, name: str, entry: dict) -> dict:
-        return {"channels": entry.get("outputs") or 1, "regression_loss": entry.get("regression_loss") or "l1"}
+        return {**super().from_yaml(name, entry), "regression_loss": entry.get("regression_loss") or "l1"}
 
     def metrics(self, spec: Spec) -> tuple[Metric, ...]:
         # MSE is reported too, but delta_T takes MAE alone: one figure per task, in the task's own

@@ -14,16 +14,10 @@ from .base import MapKind, Spec, register, soft_kl
 class Segmentation(MapKind):
     name = "segmentation"
     min_channels = 2
-    channel_word = "classes"
+    channel_word = yaml_channels = "classes"
     class_scores = True
     uses_ignore_index = True
     default_ignore_index = IGNORE_INDEX
-
-    def from_yaml(self, name: str, entry: dict) -> dict:
-        if entry.get("classes") is None:
-            raise ValueError(f"task {name!r} ({self.name}) needs classes:")
-        ignore = entry.get("ignore_index")
-        return {"channels": entry["classes"], "ignore_index": self.default_ignore_index if ignore is None else ignore}
 
     def metrics(self, spec: Spec) -> tuple[Metric, ...]:
         return (Metric("miou", True), Metric("pixel_acc", True), Metric("miou_tp", True, in_delta=False))
