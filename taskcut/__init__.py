@@ -2,7 +2,9 @@
 
 One call per job on any multi-task `nn.Module` (forward returns `{task: tensor}`):
 `prune_model`, `finetune_model`, `evaluate_model`, `export_model`, with tasks described by
-`Task` and models kept in files by `save`/`load`. The CUT stages underneath, each a plain
+`Task` and models kept in files by `save`/`load`. Each job that makes a model returns a
+`TaskModel` record (the module, its tasks, how to rebuild it, the budget met), which the
+next job, `save` and `export_model` take as it is. The CUT stages underneath, each a plain
 function: `decompose` -> `select` -> `score` -> `fuse` -> `apply_masks`.
 
 The jobs the command line runs on a model file or an own model's YAML, one code path for
@@ -29,14 +31,14 @@ _EXPORTS = {
     "score": ".cut.score",
     "select": ".cut.select",
     "TaskcutError": ".errors",
-    "load": ".models", "save": ".models",
+    "load": ".models", "open_model": ".models", "save": ".models", "TaskModel": ".models",
     "Task": ".tasks",
     "trusting": ".trust",
 }
 
-__all__ = ["Decomposition", "Fusion", "Task", "TaskcutError", "__version__", "apply_masks", "decompose",
-           "evaluate_model", "export_model", "finetune_model", "fuse", "load", "prune_model", "save", "score",
-           "select", "trusting"]
+__all__ = ["Decomposition", "Fusion", "Task", "TaskModel", "TaskcutError", "__version__", "apply_masks", "decompose",
+           "evaluate_model", "export_model", "finetune_model", "fuse", "load", "open_model", "prune_model", "save",
+           "score", "select", "trusting"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .api import evaluate_model, export_model, finetune_model, prune_model
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .cut.score import score
     from .cut.select import select
     from .errors import TaskcutError
-    from .models import load, save
+    from .models import TaskModel, load, open_model, save
     from .tasks import Task
     from .trust import trusting
 

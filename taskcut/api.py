@@ -27,7 +27,7 @@ from .cut.score import prunable_parameters, score
 from .cut.select import check_tasks, select
 from .data.dataset import to_device
 from .errors import TaskcutError
-from .models.own import TASKS_ATTR
+from .models.record import TaskModel, as_record, module_of
 from .tasks import TaskSpec
 from .tasks.dense import delta_fields
 
@@ -135,13 +135,17 @@ def check_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batch: Mapping[
     return outputs
 
 
-def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, keep: Sequence[str],
+def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *,
+                keep: Sequence[str],
                 sparsity: float | None = None, structured: bool = False, rule: str = "vote",
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
                 device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int | None = None,
                 budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                runtime: str = "onnxruntime", threads: int = 2) -> nn.Module:
-    """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`.
+                runtime: str = "onnxruntime", threads: int = 2) -> TaskModel:
+    """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`, returned as a
+    `TaskModel` record (`.model` the compact module, `.tasks` the kept tasks, `.budget` the budget
+    report, `.left_whole` the layers structured pruning left whole; `save` and `export_model`
+    take the record as it is). `model` is a module or a record (from `open_model`, say).
 
     Unstructured (default): `sparsity` is the zeroed fraction of conv/linear weights, held by
     masks. `structured`: the fraction of parameters removed with whole channels and heads (a
@@ -152,10 +156,10 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
     see `taskcut.cut.budget`; latency measured in `runtime` with `threads`) asks for the least
-    pruning whose result fits it; the report
-    is the result's `taskcut_budget` attribute. `scores` from `taskcut.score` on the full
-    model (every task once) skip scoring: a task's scores are the same on any selection. The result remembers its tasks, so `save` and
-    `export_model` know them.
+    pruning whose result fits it; the report is the record's `budget`. `scores` from
+    `taskcut.score` on the full model (every task once) skip scoring: a task's scores are the
+    same on any selection. To save an own model, give the record its factory first
+    (`record.replace(factory="pkg.mod:build", kwargs={...})`) or pass them to `save`.
     """
     named = named_tasks(tasks)
     if (sparsity is None) == (budget is None):
@@ -169,11 +173,12 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
     data = Batches(batches, transform, device)
     first = data.first()
     kept = check_tasks(list(named), keep)
-    check_model(model, named, first, kept)
+    check_model(module_of(model), named, first, kept)
     parse_rule(rule, len(kept))
     example = example_input if example_input is not None else first["image"]
-    small = select(model, kept, example.to(device))
     specs = {t: named[t] for t in kept}
+    selected = select(model, kept, example.to(device)).replace(tasks=specs)
+    small = selected.model
     if scores is not None:
         missing = [t for t in kept if t not in scores]
         if missing:
@@ -185,43 +190,38 @@ def prune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterab
             itertools.islice(data, max_batches)
         scores = score(small, specs, source, device=device)
     cut = prune_scored(small, scores, sparsity=sparsity, budget=budget, rule=rule, structured=structured,
-                       example=example.to(device), file_bytes=_file_bytes, runtime=runtime, threads=threads,
-                       round_to=round_to)
-    small = cut.model
-    if cut.budget is not None:
-        setattr(small, "taskcut_budget", cut.budget)
+                       example=example.to(device), file_bytes=lambda m: _file_bytes(selected.replace(model=m)),
+                       runtime=runtime, threads=threads, round_to=round_to)
     if cut.left_whole:
         from .progress import console
 
         console.print(f"left whole (their channels cannot be cut safely): {', '.join(cut.left_whole)}",
                       highlight=False, soft_wrap=True)
-    setattr(small, TASKS_ATTR, specs)
-    return small
+    return selected.replace(model=cut.model, budget=cut.budget, left_whole=list(cut.left_whole))
 
 
-def _file_bytes(model: nn.Module) -> int:
-    """Bytes of the model file `save` writes with up to 2 KB of provenance, when the model knows its factory;
-    else of its packed tensors."""
+def _file_bytes(record: TaskModel) -> int:
+    """Bytes of the model file `save` writes with up to 2 KB of provenance, when the record knows its
+    model's factory; else of its packed tensors."""
     import tempfile
 
     from .models import save
     from .models.io import packed_bytes
-    from .models.own import FACTORY_ATTR
 
-    if getattr(model, FACTORY_ATTR, None) is None:
-        return packed_bytes(model)
+    if record.factory is None:
+        return packed_bytes(record.model)
     with tempfile.TemporaryDirectory() as tmp:
-        return save(model, Path(tmp) / "m.safetensors", PROVENANCE_ROOM).stat().st_size
+        return save(record, Path(tmp) / "m.safetensors", PROVENANCE_ROOM).stat().st_size
 
 
-def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,
+def finetune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *, steps: int,
                    val_batches: Iterable[Any] | None = None, lr: float = 5e-4, weights: Mapping[str, float] | None = None,
                    val_every: int = 50, seed: int = 0, transform: Transform | None = None,
                    device: torch.device | str = "cpu", show_progress: bool = False,
                    teacher: nn.Module | None = None,
                    distill: DistillConfig | Mapping[str, float] | None = None,
                    checkpoint: str | Path | None = None, checkpoint_every: int = 0,
-                   resume: bool = False) -> nn.Module:
+                   resume: bool = False) -> nn.Module | TaskModel:
     """Fine-tune in place on the tasks' losses (weighted by `weights`, default 1); masks keep pruned
     weights at zero. With `val_batches`, the weights with the lowest validation loss are kept
     (never give the test split here); without, the last ones.
@@ -233,18 +233,21 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
     With `checkpoint` and `checkpoint_every`, the whole training state is written there every
     that many steps; `resume=True` continues from it and gives the uninterrupted run's weights
     when `batches` yields the same batches in the same order on every pass (a list, a data
-    factory's split, a DataLoader without shuffling)."""
+    factory's split, a DataLoader without shuffling). Returns what it was given: the module, or the
+    record with the tuned module."""
     from .train.distill import Teacher
     from .train.fit import IterableStream, fit
 
     if steps < 1:
         raise TaskcutError(f"steps must be at least 1, got {steps}")
     named = named_tasks(tasks)
+    record, model = model, module_of(model)
     data = Batches(batches, transform, device)
     check_model(model, named, data.first(), list(named))
     val = Batches(val_batches, transform, device, "validation batches") if val_batches is not None else None
     if distill is not None and teacher is None:
         raise TaskcutError("distill settings need a teacher model (teacher=the dense model)")
+    teacher = module_of(teacher) if teacher is not None else None
     if teacher is model:
         raise TaskcutError("the teacher must be the dense model, not the model being fine-tuned")
     settings = None
@@ -260,20 +263,21 @@ def finetune_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Ite
     result = fit(model, named, dict(weights or {}), cfg, IterableStream(data), val, device, show_progress,
                  label="finetune", teacher=taught, checkpoint=Path(checkpoint) if checkpoint is not None else None,
                  checkpoint_every=checkpoint_every, resume=resume)
-    return result.model
+    return record.replace(model=result.model) if isinstance(record, TaskModel) else result.model
 
 
-def evaluate_model(model: nn.Module, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *,
-                   baseline: nn.Module | None = None, transform: Transform | None = None,
+def evaluate_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], batches: Iterable[Any], *,
+                   baseline: nn.Module | TaskModel | None = None, transform: Transform | None = None,
                    device: torch.device | str = "cpu") -> dict[str, Any]:
     """Metrics per task over all `batches`, and with a `baseline` model its metrics and delta_T
     (the baseline may compute more tasks; only these are compared)."""
     named = named_tasks(tasks)
+    model = module_of(model)
     data = Batches(batches, transform, device)
     check_model(model, named, data.first(), list(named))
     report: dict[str, Any] = {"metrics": _metrics(model, named, data, device)}
     if baseline is not None:
-        base = _metrics(baseline, named, data, device)
+        base = _metrics(module_of(baseline), named, data, device)
         report["baseline"] = {"metrics": base}
         report["baseline"].update(delta_fields(report["metrics"], base, named))
     return report
@@ -287,14 +291,14 @@ def _metrics(model: nn.Module, tasks: Mapping[str, TaskSpec], data: Batches,
         return evaluate_predictor(lambda b: task_outputs(model(b["image"])), data, tasks, device=device)
 
 
-def export_model(model: nn.Module, path: str | Path, *, example_input: torch.Tensor, format: str = "onnx",
+def export_model(model: nn.Module | TaskModel, path: str | Path, *, example_input: torch.Tensor, format: str = "onnx",
                  int8: bool = False, calibration: Iterable[Any] | None = None, evaluate: Iterable[Any] | None = None,
                  transform: Transform | None = None, tasks: Mapping[str, TaskSpec] | None = None) -> dict[str, Any]:
     """Export for an edge runtime (`format`: onnx, executorch, litert, openvino, torchscript) with
     outputs named by task where the format allows it. The file is run in its runtime on
     `example_input` against eager PyTorch: fp32 must agree within 1e-4 or nothing is written.
     `int8` calibrates on up to 32 images of `calibration` (your training batches). With `evaluate`
-    batches (and `tasks`, or tasks attached by taskcut), the file's metrics on them in its runtime and
+    batches (and `tasks`, or a record's tasks), the file's metrics on them in its runtime and
     delta_T against the fp32 model in PyTorch are in the returned record, which is also written
     beside the file as FILE.taskcut.json."""
     from .deploy.export import CALIBRATION_IMAGES, export_module
@@ -303,7 +307,9 @@ def export_model(model: nn.Module, path: str | Path, *, example_input: torch.Ten
         raise TaskcutError("example_input must be a batch of model inputs (a tensor)")
     if int8 and calibration is None:
         raise TaskcutError("int8 calibrates on training images: pass calibration= (batches of your train split)")
-    known = named_tasks(tasks) if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}
+    record = as_record(model)
+    model = record.model
+    known = named_tasks(tasks) if tasks is not None else record.tasks
     images = None
     if int8:
         taken, count = [], 0

@@ -42,7 +42,7 @@ def test_every_method_meets_the_same_sparsity(base: Path, synth_dir: Path, metho
     from taskcut import load
     from taskcut.data import SynthDataset, iterate_batches
 
-    model = select(load(base), ["seg", "depth"])
+    model = select(load(base), ["seg", "depth"]).model
     batches = list(iterate_batches(SynthDataset(synth_dir, "train"), 4))[:2]
     scores = method_scores(method, model, model.config.task_specs(), {}, batches, seed=1)
     result = fuse(scores, 0.6, RULES[method])
@@ -87,7 +87,7 @@ def test_control_is_the_dense_model_with_the_same_fine_tuning(base: Path, synth_
     from taskcut.experiments.compare import read_rows
 
     control, cut = read_rows(out / "results.csv")
-    dense = select(load(base), ["seg", "depth"])
+    dense = select(load(base), ["seg", "depth"]).model
     specs = dense.config.task_specs()
     cfg = TrainConfig(steps=3, batch_size=32, lr=5e-4, val_every=1, seed=0)
     tuned = fit(dense, specs, {}, cfg, SynthDataset(synth_dir, "train"), SynthDataset(synth_dir, "val"),
@@ -97,7 +97,7 @@ def test_control_is_the_dense_model_with_the_same_fine_tuning(base: Path, synth_
     got = metrics_of(control, specs)
     for task in specs:
         assert got[task] == pytest.approx(expected[task], rel=1e-5)
-    dense_metrics = evaluate(select(load(base), ["seg", "depth"]), test, specs)
+    dense_metrics = evaluate(select(load(base), ["seg", "depth"]).model, test, specs)
     assert control["delta_T"] == pytest.approx(delta_t(expected, dense_metrics, specs).delta_t, rel=1e-4)
     assert cut["delta_T_control"] == pytest.approx(delta_t(metrics_of(cut, specs), expected, specs).delta_t, rel=1e-4)
     assert "delta_T vs control" in (out / "results.md").read_text()
@@ -164,7 +164,7 @@ def test_distilled_cells_have_their_own_control(base: Path, synth_dir: Path, tmp
     for name in ("cut", "cut+distill"):
         assert abs(float(rows[name]["achieved_sparsity"]) - 0.5) <= 0.02
         small = load(out / "models" / f"{name}-s0.5-seed0.safetensors")
-        dense = select(load(base), ["seg", "depth"])
+        dense = select(load(base), ["seg", "depth"]).model
         assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(p.numel() for p in dense.parameters())
     assert rows["cut"]["delta_T"] != rows["cut+distill"]["delta_T"]  # the recipe changed the training
     assert rows["dense+ft"]["delta_T"] != rows["dense+ft+distill"]["delta_T"]  # and its control's

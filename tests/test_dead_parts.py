@@ -54,12 +54,13 @@ def test_unused_pooler_is_replaced_and_the_file_rebuilds_it(tmp_path: Path) -> N
     data = own_models.batches(["seg", "depth"])
     x = data[0]["image"]
     assert dead_modules(model, x, ["seg", "depth"]) == ["pooler"]
-    small = taskcut.prune_model(model, {"seg": SEG, "depth": Task.depth()}, data, keep=["seg"], sparsity=0.5)
+    pruned = taskcut.prune_model(model, {"seg": SEG, "depth": Task.depth()}, data, keep=["seg"], sparsity=0.5)
+    small = pruned.model
     assert isinstance(small.pooler, Unused)
     assert not any(n.startswith("pooler.") for n, _ in small.named_parameters())
     assert isinstance(model.pooler, nn.Linear)  # the original is untouched
     factory = "tests.test_dead_parts:with_pooler"
-    again = taskcut.load(taskcut.save(small, tmp_path / "m.safetensors", factory=factory), trust=[factory])
+    again = taskcut.load(taskcut.save(pruned, tmp_path / "m.safetensors", factory=factory), trust=[factory])
     assert isinstance(again.pooler, Unused)
     with torch.no_grad():
         assert torch.equal(again.eval()(x)["seg"], small.eval()(x)["seg"])
@@ -116,4 +117,4 @@ def test_a_task_without_gradient_names_the_layer_where_it_dies() -> None:
     tasks = {"seg": SEG, "scene": Task.classification(classes=7)}
     with pytest.raises(TaskcutError, match=r"task 'scene' has no positive importance .*dies at heads\.scene"):
         taskcut.prune_model(ZeroFeatures(), tasks, own_models.batches(["seg", "scene"]), keep=["seg", "scene"],
-                            sparsity=0.5)
+                            sparsity=0.5).model

@@ -58,7 +58,7 @@ def test_output_not_keyed_by_task() -> None:
 
 def test_select_zoo_drops_heads_and_keeps_outputs() -> None:
     model = build_model(tiny_model_config()).eval()
-    small = select(model, ["depth", "seg"])
+    small = select(model, ["depth", "seg"]).model
     assert small.tasks == ["seg", "depth"] and list(small.config.tasks) == ["seg", "depth"]
     assert not any(k.startswith(("heads.normal", "heads.edge", "heads.keypoint")) for k in small.state_dict())
     assert model.tasks == ["seg", "normal", "depth", "keypoint", "edge"]  # original untouched
@@ -71,13 +71,13 @@ def test_select_zoo_drops_heads_and_keeps_outputs() -> None:
 
 def test_select_traced_removes_what_only_unselected_tasks_need() -> None:
     model = PartialNeck().eval()
-    small = select(model, ["depth"])
+    small = select(model, ["depth"]).model
     keys = set(small.state_dict())
     assert not any(k.startswith(("neck.", "seg.", "normal.")) for k in keys)
     assert {"trunk.0.weight", "depth.0.weight", "scale"} <= keys
     with torch.no_grad():
         assert torch.equal(small(X)["depth"], model(X)["depth"])
-    other = select(model, ["seg", "normal"])
+    other = select(model, ["seg", "normal"]).model
     assert "scale" not in dict(other.named_parameters())
     assert not any(k.startswith("depth.") for k in other.state_dict())
 
@@ -85,8 +85,8 @@ def test_select_traced_removes_what_only_unselected_tasks_need() -> None:
 def test_select_bad_tasks_and_untraceable() -> None:
     model = build_model(tiny_model_config())
     with pytest.raises(TaskcutError, match="unknown task.*pose.*the model's tasks are seg, normal"):
-        select(model, ["seg", "pose"])
+        select(model, ["seg", "pose"]).model
     with pytest.raises(TaskcutError, match="at least one task"):
-        select(model, [])
+        select(model, []).model
     with pytest.raises(TaskcutError, match="cannot be traced"):
-        select(Untraceable(), ["seg"])
+        select(Untraceable(), ["seg"]).model

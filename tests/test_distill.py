@@ -69,7 +69,7 @@ def _gap(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tenso
 def test_a_distilled_student_moves_towards_its_teacher(dense: Path, synth_dir: Path) -> None:
     """From the same start and batches, distillation ends nearer the dense model's outputs than labels alone."""
     data = f"synth:{synth_dir}"
-    teacher = select(load(dense), ["depth"])
+    teacher = select(load(dense), ["depth"]).model
     specs = teacher.config.task_specs()
     train, val = (open_for_tasks(data, s, specs) for s in ("train", "val"))
     images = train.batch(torch.arange(8))["image"]
@@ -79,15 +79,15 @@ def test_a_distilled_student_moves_towards_its_teacher(dense: Path, synth_dir: P
         student = build_model(tiny_model_config({"depth": {"kind": "depth", "channels": 1}}))
         settings = DistillConfig(weight=20.0) if recipe == "distill" else None
         cfg = TrainConfig(steps=12, batch_size=4, lr=3e-3, val_every=12, distill=settings)
-        taught = Teacher(select(load(dense), ["depth"]), settings, specs) if settings else None
+        taught = Teacher(select(load(dense), ["depth"]).model, settings, specs) if settings else None
         fit(student, specs, {}, cfg, train, val, show_progress=False, teacher=taught)
         ends[recipe] = _gap(student, teacher, images, "depth")
     assert ends["distill"] < 0.8 * ends["plain"], ends
 
 
 def test_trunk_features_need_the_same_channels(dense: Path, synth_dir: Path) -> None:
-    teacher = Teacher(select(load(dense), ["seg"]), DistillConfig(features=1.0), select(load(dense), ["seg"]).config.task_specs())
-    same = select(load(dense), ["seg"])
+    teacher = Teacher(select(load(dense), ["seg"]).model, DistillConfig(features=1.0), select(load(dense), ["seg"]).model.config.task_specs())
+    same = select(load(dense), ["seg"]).model
     teacher.attach(same)
     image = torch.rand(2, 3, 32, 32)
     losses = teacher.losses(image, same(image))
@@ -101,7 +101,7 @@ def test_trunk_features_need_the_same_channels(dense: Path, synth_dir: Path) -> 
 
 
 def test_fit_refuses_half_a_distillation(dense: Path, synth_dir: Path) -> None:
-    model = select(load(dense), ["seg"])
+    model = select(load(dense), ["seg"]).model
     specs = model.config.task_specs()
     train = open_for_tasks(f"synth:{synth_dir}", "train", specs)
     with pytest.raises(TaskcutError, match="needs both"):
@@ -169,13 +169,13 @@ def test_a_teacher_that_changed_is_refused(dense: Path, synth_dir: Path, tmp_pat
 def test_the_api_needs_a_distinct_teacher(dense: Path, synth_dir: Path) -> None:
     import taskcut
 
-    model = select(load(dense), ["depth"])
+    model = select(load(dense), ["depth"]).model
     specs = model.config.task_specs()
     batches = [open_for_tasks(f"synth:{synth_dir}", "train", specs).batch(torch.arange(4))]
     with pytest.raises(TaskcutError, match="not the model being fine-tuned"):
         taskcut.finetune_model(model, specs, batches, steps=1, teacher=model)
     with pytest.raises(TaskcutError, match="need a teacher"):
         taskcut.finetune_model(model, specs, batches, steps=1, distill={"weight": 1.0})
-    teacher = select(load(dense), ["depth"])
+    teacher = select(load(dense), ["depth"]).model
     with pytest.raises(TaskcutError, match="distill\\['wieght'\\]: Extra inputs are not permitted"):
         taskcut.finetune_model(model, specs, batches, steps=1, teacher=teacher, distill={"wieght": 1.0})

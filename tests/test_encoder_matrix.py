@@ -38,9 +38,9 @@ def _same(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> bool:
     return list(out_a) == list(out_b) and all(torch.allclose(out_a[k], out_b[k], rtol=0, atol=1e-6) for k in out_a)
 
 
-def _round_trip(small: torch.nn.Module, path: Path, family: str, x: torch.Tensor) -> None:
+def _round_trip(small: taskcut.TaskModel, path: Path, family: str, x: torch.Tensor) -> None:
     again = taskcut.load(taskcut.save(small, path, factory=FACTORY, kwargs={"family": family}), trust=[FACTORY])
-    assert _same(small, again, x)
+    assert _same(small.model, again, x)
 
 
 @pytest.mark.parametrize("family", list(hf_encoders.FAMILIES))
@@ -50,18 +50,20 @@ def test_family(family: str, tmp_path: Path) -> None:
     data = hf_encoders.batches(family)
     x = data[0]["image"]
 
-    small = taskcut.prune_model(model, TASKS, data, keep=["seg", "cls"], sparsity=0.7)
+    pruned = taskcut.prune_model(model, TASKS, data, keep=["seg", "cls"], sparsity=0.7)
+    small = pruned.model
     masks = masks_of(small)
     kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     assert kept == pytest.approx(0.3, abs=2e-3)
     with torch.no_grad():
         assert list(small(x)) == ["seg", "cls"]
-    _round_trip(small, tmp_path / "u.safetensors", family, x)
+    _round_trip(pruned, tmp_path / "u.safetensors", family, x)
 
     began = time.monotonic()
-    compact = taskcut.prune_model(model, TASKS, data, keep=list(TASKS), sparsity=0.5, structured=True)
+    cut = taskcut.prune_model(model, TASKS, data, keep=list(TASKS), sparsity=0.5, structured=True)
+    compact = cut.model
     assert time.monotonic() - began < STRUCTURED_SECONDS
-    selected = taskcut.select(model, list(TASKS), x)
+    selected = taskcut.select(model, list(TASKS), x).model
     removed = 1 - sum(p.numel() for p in compact.parameters()) / sum(p.numel() for p in selected.parameters())
     assert removed == pytest.approx(0.5, abs=0.01)
     with torch.no_grad():
@@ -75,7 +77,7 @@ def test_family(family: str, tmp_path: Path) -> None:
     assert any(not torch.equal(before[n], p) for n, p in compact.named_parameters())
     report = taskcut.evaluate_model(compact, TASKS, data, baseline=model)
     assert set(report["metrics"]) == set(TASKS) and set(report["baseline"]["metrics"]) == set(TASKS)
-    _round_trip(compact, tmp_path / "s.safetensors", family, x)
+    _round_trip(cut, tmp_path / "s.safetensors", family, x)
     assert time.monotonic() - start < ROW_SECONDS
 
 
@@ -85,7 +87,7 @@ def test_unused_pooler_is_removed(family: str) -> None:
     model = hf_encoders.hf_encoder(family)
     data = hf_encoders.batches(family)
     for structured, sparsity in ((False, 0.7), (True, 0.5)):
-        small = taskcut.prune_model(model, TASKS, data, keep=["seg", "cls"], sparsity=sparsity, structured=structured)
+        small = taskcut.prune_model(model, TASKS, data, keep=["seg", "cls"], sparsity=sparsity, structured=structured).model
         small.train()
         out = small(data[0]["image"])
         sum(v.float().square().mean() for v in out.values()).backward()

@@ -44,10 +44,10 @@ def models(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path) -> dict[st
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("export")
     dense = build_model(tiny_model_config().model_copy(update={"width": 0.25, "head_hidden": 16})).eval()
-    sparse = select(dense, ["seg", "depth"])
+    sparse = select(dense, ["seg", "depth"]).model
     g = torch.Generator().manual_seed(0)
     apply_masks(sparse, {n: torch.rand(p.shape, generator=g) < 0.3 for n, p in prunable_parameters(sparse).items()})
-    structured = select(dense, ["seg", "depth"])
+    structured = select(dense, ["seg", "depth"]).model
     batches = list(iterate_batches(SynthDataset(synth_dir, "train"), 4))[:2]
     structured_prune(structured, batches[0]["image"][:1], score(structured, structured.config.task_specs(), batches),
                      0.7)

@@ -37,7 +37,7 @@ def test_masks_use_parametrize_and_zero_the_weights() -> None:
 
 
 def test_masked_weights_stay_exactly_zero_through_finetuning(synth_dir: Path) -> None:
-    model = select(build_model(tiny_model_config()), ["seg", "depth"])
+    model = select(build_model(tiny_model_config()), ["seg", "depth"]).model
     masks = _random_masks(model, 0.4)
     apply_masks(model, masks)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -52,9 +52,9 @@ def test_masked_weights_stay_exactly_zero_through_finetuning(synth_dir: Path) ->
 
 
 def test_sparse_file_reloads_exactly_and_is_small(tmp_path: Path) -> None:
-    dense = select(build_model(tiny_model_config()).eval(), ["seg", "depth"])
+    dense = select(build_model(tiny_model_config()).eval(), ["seg", "depth"]).model
     dense_path = save(dense, tmp_path / "dense.safetensors")
-    sparse = select(build_model(tiny_model_config()).eval(), ["seg", "depth"])
+    sparse = select(build_model(tiny_model_config()).eval(), ["seg", "depth"]).model
     sparse.load_state_dict(dense.state_dict())
     apply_masks(sparse, _random_masks(sparse, 0.3))
     path = save(sparse, tmp_path / "sparse.safetensors")

@@ -111,7 +111,7 @@ def test_attention_that_cannot_be_cut_is_reported_not_broken(capsys: pytest.Capt
     model = own_models.hard_coded().eval()
     tasks = {"seg": Task.segmentation(classes=6), "depth": Task.depth()}
     data = own_models.batches(["seg", "depth"])
-    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.25, structured=True, round_to=1)
+    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.25, structured=True, round_to=1).model
     assert "left whole" in capsys.readouterr().err
     assert small.qkv.out_features == 96  # the head layout is intact
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_resumed_own_finetuning_gives_the_uninterrupted_weights(tmp_path: Path) 
     tasks = {"seg": Task.segmentation(classes=6), "depth": Task.depth()}
     data = own_models.data(["seg", "depth"])
     small = taskcut.prune_model(own_models.fpn(), {**tasks, "normal": Task.normal()}, data["train"],
-                                keep=["seg", "depth"], sparsity=0.5)
+                                keep=["seg", "depth"], sparsity=0.5).model
     start = copy.deepcopy(small)
     ckpt = tmp_path / "run.ckpt"
     whole = taskcut.finetune_model(small, tasks, data["train"], steps=6, val_batches=data["val"], val_every=2,

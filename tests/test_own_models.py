@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import taskcut
-from taskcut import Task
+from taskcut import Task, TaskcutError
 from taskcut.compact.masking import masks_of
 
 from . import own_models
@@ -58,7 +58,8 @@ def test_unstructured_pipeline(name: str, tmp_path: Path) -> None:
     model, factory, tasks, keep = _build(name)
     data = batches(list(tasks))
     reference = {k: v.clone() for k, v in model.state_dict().items()}
-    small = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.7)
+    pruned = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.7)
+    small = pruned.model
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in reference.items())  # the original is untouched
     x = data[0]["image"]
     with torch.no_grad():
@@ -91,29 +92,34 @@ def test_unstructured_pipeline(name: str, tmp_path: Path) -> None:
 
     parity = taskcut.export_model(small, tmp_path / "m.onnx", example_input=x)["check"]
     assert set(parity) == set(keep) and max(r["max_abs_diff"] for r in parity.values()) <= 1e-4
-    path = taskcut.save(small, tmp_path / "m.safetensors", factory=factory, tasks=kept_tasks)
+    path = taskcut.save(pruned, tmp_path / "m.safetensors", factory=factory)  # the record knows the selection
     again = taskcut.load(path, trust=[factory])  # the factory is the user's own
     assert _same_outputs(small, again, x)
     assert set(masks_of(again)) == set(masks_of(small))
+    if keep != list(tasks):  # the module alone does not say which tasks were removed: refused, not written wrong
+        with pytest.raises(TaskcutError, match="save the record"):
+            taskcut.save(small, tmp_path / "bare.safetensors", factory=factory, tasks=kept_tasks)
+        assert not (tmp_path / "bare.safetensors").exists()
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_structured_pipeline(name: str, tmp_path: Path) -> None:
     model, factory, tasks, keep = _build(name)
     data = batches(list(tasks))
-    small = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.5, structured=True)
+    pruned = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.5, structured=True)
+    small = pruned.model
     x = data[0]["image"]
     with torch.no_grad():
         out, full = small(x), model(x)
     assert list(out) == keep and all(out[t].shape == full[t].shape for t in keep)
-    selected = taskcut.select(model, keep, x)
+    selected = taskcut.select(model, keep, x).model
     removed = 1 - sum(p.numel() for p in small.parameters()) / sum(p.numel() for p in selected.parameters())
     assert removed > 0.2, removed
     kept_tasks = {t: tasks[t] for t in keep}
     taskcut.finetune_model(small, kept_tasks, data, steps=2)
     parity = taskcut.export_model(small, tmp_path / "s.onnx", example_input=x)["check"]
     assert max(r["max_abs_diff"] for r in parity.values()) <= 1e-4
-    again = taskcut.load(taskcut.save(small, tmp_path / "s.safetensors", factory=factory), trust=[factory])
+    again = taskcut.load(taskcut.save(pruned, tmp_path / "s.safetensors", factory=factory), trust=[factory])
     assert _same_outputs(small, again, x)
 
 
@@ -138,7 +144,7 @@ def test_structured_attention_keeps_the_head_layout(name: str, tmp_path: Path) -
             _query_bias(a).copy_(torch.arange(_query_bias(a).numel(), dtype=torch.float32))
     width = [_query_bias(a).numel() for a in attentions]
     data = batches(list(tasks))
-    small = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.5, structured=True)
+    small = taskcut.prune_model(model, tasks, data, keep=keep, sparsity=0.5, structured=True).model
     prunable = [p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
                                                               torch.nn.MultiheadAttention))
                 for n, p in m.named_parameters(recurse=False) if p.dim() > 1]
@@ -175,6 +181,6 @@ def test_batches_from_a_generator_with_a_transform() -> None:
         return {"image": image, **targets}
 
     source = ((b["image"], {t: b[t] for t in tasks}) for b in raw)  # tuples, not dicts
-    small = taskcut.prune_model(model, tasks, source, keep=keep, sparsity=0.5, transform=transform)
+    small = taskcut.prune_model(model, tasks, source, keep=keep, sparsity=0.5, transform=transform).model
     assert list(small(raw[0]["image"])) == keep
     assert len(seen) == len(raw)  # each batch transformed once: the first one was not lost or done twice

@@ -62,7 +62,7 @@ def test_scores_are_deterministic_in_eval_mode(setup) -> None:
 @pytest.fixture(scope="module")
 def two_task_scores(setup):
     model, batches = setup
-    small = select(model, ["seg", "depth"])
+    small = select(model, ["seg", "depth"]).model
     return small, score(small, small.config.task_specs(), batches)
 
 
@@ -109,7 +109,7 @@ def test_rules_mean_what_they_say(two_task_scores, rule: str, combine) -> None:
 
 def test_vote_with_one_task_keeps_a_trunk(setup) -> None:
     model, batches = setup
-    small = select(model, ["depth"])
+    small = select(model, ["depth"]).model
     result = fuse(score(small, small.config.task_specs(), batches), 0.7, "vote")
     trunk = [m for n, m in result.masks.items() if n.startswith("trunk.")]
     kept = sum(int(m.sum()) for m in trunk) / sum(m.numel() for m in trunk)

@@ -24,7 +24,7 @@ runner = CliRunner()
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = tiny_model_config().model_copy(update={"width": 0.25, "head_hidden": 32})
-    return select(build_model(cfg).eval(), ["seg", "depth"])
+    return select(build_model(cfg).eval(), ["seg", "depth"]).model
 
 
 @pytest.mark.parametrize("sparsity,rule", [(0.3, "vote"), (0.7, "vote"), (0.7, "union"), (0.9, "intersection")])
@@ -57,7 +57,7 @@ def test_prune_structured_cli(synth_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     model = load(out)
-    dense = select(load(base), ["seg", "depth"])
+    dense = select(load(base), ["seg", "depth"]).model
     removed = 1 - sum(p.numel() for p in model.parameters()) / sum(p.numel() for p in dense.parameters())
     assert abs(removed - 0.7) <= 0.01
     assert out.stat().st_size < 0.4 * (tmp_path / "base.safetensors").stat().st_size
@@ -71,7 +71,7 @@ def test_wide_layers_keep_multiples_of_eight(synth_dir: Path) -> None:
     """Ragged channel counts run slowly on CPU kernels; groups of >= 32 channels keep multiples of 8."""
     torch.manual_seed(0)
     model = select(build_model(tiny_model_config().model_copy(update={"width": 0.5, "head_hidden": 64})).eval(),
-                   ["seg", "depth"])
+                   ["seg", "depth"]).model
     original = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     batches = list(iterate_batches(SynthDataset(synth_dir, "train"), 4))[:2]
     result = structured_prune(model, batches[0]["image"][:1], score(model, model.config.task_specs(), batches), 0.6)
@@ -109,9 +109,9 @@ def test_out_of_reach_at_round_to_8_falls_back_to_single_channels(capsys: pytest
     data = [{"image": torch.rand(2, 3, 16, 16), "seg": torch.randint(0, 4, (2, 16, 16)),
              "depth": torch.rand(2, 1, 16, 16) + 0.5}]
     with pytest.raises(TaskcutError, match=r"reached 0.4335 .* keeping multiples of 8 channels \(round_to=1"):
-        taskcut.prune_model(_Coarse(), tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True, round_to=8)
+        taskcut.prune_model(_Coarse(), tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True, round_to=8).model
     model = _Coarse()
     total = sum(p.numel() for p in model.parameters())
-    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True)
+    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], sparsity=0.5, structured=True).model
     assert abs(1 - sum(p.numel() for p in small.parameters()) / total - 0.5) <= 0.01
     assert "single channels were kept instead" in capsys.readouterr().err

@@ -32,10 +32,8 @@ from torch import fx, nn
 from ..compact.masking import plain_name
 from ..errors import TaskcutError, check_choice
 from ..models.multitask import MultiTaskModel
+from ..models.record import TaskModel, as_record
 from .decompose import decompose, evaluating, task_outputs
-
-#: Where a selected own model records how it was made, so a saved file can be rebuilt.
-SELECTION_ATTR = "taskcut_selection"
 
 
 def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
@@ -43,46 +41,60 @@ def check_tasks(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
     return check_choice(list(available), list(wanted), "task", "the model's tasks are")
 
 
-def select(model: nn.Module, tasks: Sequence[str], example_input: torch.Tensor | None = None) -> nn.Module:
-    """A copy of `model` that computes only `tasks`; the original is left untouched.
+def select(model: nn.Module | TaskModel, tasks: Sequence[str],
+           example_input: torch.Tensor | None = None) -> TaskModel:
+    """A copy of `model` that computes only `tasks`, as a record (`TaskModel`) holding the copy, the
+    chosen tasks' specs where known and how they were selected (what `save` needs to rebuild an own
+    model); the original is left untouched.
 
     Own models need `example_input` (one batch of inputs) for the `delete` mechanism and for
-    checking the result; without it only fx tracing is tried.
+    checking the result; without it only fx tracing is tried. A record from `open_model` (a saved
+    own model, already selected) can be selected again when both selections delete heads.
     """
-    if isinstance(model, MultiTaskModel):
-        chosen = check_tasks(model.tasks, tasks)
-        config = model.config.model_copy(update={"tasks": {t: model.config.tasks[t] for t in chosen}}, deep=True)
-        small = copy.deepcopy(model)
-        for name in model.tasks:
+    given = as_record(model)
+    module = given.model
+    if isinstance(module, MultiTaskModel):
+        chosen = check_tasks(module.tasks, tasks)
+        config = module.config.model_copy(update={"tasks": {t: module.config.tasks[t] for t in chosen}}, deep=True)
+        small = copy.deepcopy(module)
+        for name in module.tasks:
             if name not in chosen:
                 del small.heads[name]
         small.config = config
-        return small
+        specs = config.task_specs()
+        return given.replace(model=small, tasks={t: specs[t] for t in chosen})
+    small, record = _select_own(module, tasks, example_input)
+    return given.replace(model=small, tasks={t: given.tasks[t] for t in record["tasks"] if t in given.tasks},
+                         selection=_composed(given.selection, record))
+
+
+def _select_own(model: nn.Module, tasks: Sequence[str],
+                example_input: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The selected copy of an own model and the record of how (mechanism, tasks, what was removed)."""
     if example_input is None:
-        return _select_traced(model, tasks)
+        small, chosen = _select_traced(model, tasks)
+        return small, {"mechanism": "fx", "tasks": chosen}
     with torch.no_grad(), evaluating(model):
         expected = task_outputs(model(example_input))
     chosen = check_tasks(list(expected), tasks)
     if chosen == list(expected):
         small = copy.deepcopy(model)
-        setattr(small, SELECTION_ATTR, {"mechanism": "none", "tasks": chosen, "removed": []})
-        return _without_dead(small, example_input)
+        return small, _without_dead(small, example_input, {"mechanism": "none", "tasks": chosen, "removed": []})
     reasons = []
     try:
-        small, uncovered = _select_by_deletion(model, chosen, example_input)
+        small, removed, uncovered = _select_by_deletion(model, chosen, example_input)
         _check(small, chosen, expected, example_input)
-        small = _without_dead(small, example_input)
+        record = _without_dead(small, example_input, {"mechanism": "delete", "tasks": chosen, "removed": removed})
         left = sorted(uncovered & {plain_name(n) for n, _ in small.named_parameters()})
         if left:  # used by unselected tasks only, outside the heads, and not dead after all: it still runs
             raise _NotApplicable(f"{left[0]} (used by unselected tasks only) is not in an nn.ModuleDict entry")
-        return small
+        return small, record
     except _NotApplicable as exc:
         reasons.append(f"deleting the unselected heads: {exc}")
     try:
-        small = _select_traced(model, chosen)
+        small, _ = _select_traced(model, chosen)
         _check(small, chosen, expected, example_input)
-        setattr(small, SELECTION_ATTR, {"mechanism": "fx", "tasks": chosen})
-        return _without_dead(small, example_input)
+        return small, _without_dead(small, example_input, {"mechanism": "fx", "tasks": chosen})
     except (TaskcutError, _NotApplicable) as exc:
         reasons.append(f"torch.fx: {exc}")
     raise TaskcutError(f"cannot remove the unselected tasks from {type(model).__name__} ({'; '.join(reasons)}). "
@@ -90,16 +102,31 @@ def select(model: nn.Module, tasks: Sequence[str], example_input: torch.Tensor |
                        "over it, e.g. {t: head(features) for t, head in self.heads.items()}")
 
 
-def _without_dead(small: nn.Module, example: torch.Tensor) -> nn.Module:
+#: The most selections a model file may record one after another (a file is data: its lists are bounded).
+MAX_STEPS = 16
+
+
+def _composed(before: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """One selection record for a selection made on an already selected model (a saved file's): both
+    selections, replayed in order on what the factory builds."""
+    if before.get("mechanism", "none") == "none" and not before.get("dead"):
+        return step
+    if step["mechanism"] == "none" and not step.get("dead"):
+        return {**before, "tasks": step["tasks"]}
+    steps = list(before["steps"]) if before.get("mechanism") == "steps" else [before]
+    if len(steps) >= MAX_STEPS:
+        raise TaskcutError(f"this model was selected {len(steps)} times already: select on the model its factory "
+                           "builds")
+    return {"mechanism": "steps", "tasks": step["tasks"], "steps": [*steps, step]}
+
+
+def _without_dead(small: nn.Module, example: torch.Tensor, record: dict[str, Any]) -> dict[str, Any]:
     """Replace the submodules no chosen task reads (a pooler, an attention-pooling head) by stand-ins,
-    and record them with the selection so a saved file rebuilds the same model."""
+    and add them to the selection `record` so a saved file rebuilds the same model."""
     from .dead import remove_dead
 
-    record = getattr(small, SELECTION_ATTR)
     dead = remove_dead(small, example, list(record["tasks"]))
-    if dead:
-        setattr(small, SELECTION_ATTR, {**record, "dead": dead})
-    return small
+    return {**record, "dead": dead} if dead else record
 
 
 class _NotApplicable(Exception):
@@ -122,7 +149,8 @@ def _check(small: nn.Module, chosen: list[str], expected: dict[str, torch.Tensor
             raise _NotApplicable(f"output {task!r} changes")
 
 
-def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tensor) -> tuple[nn.Module, set[str]]:
+def _select_by_deletion(model: nn.Module, chosen: list[str],
+                        example: torch.Tensor) -> tuple[nn.Module, list[str], set[str]]:
     decomposition = decompose(model, example)
     unselected = frozenset(decomposition.tasks) - set(chosen)
     only_unselected = {n for n, users in decomposition.users.items() if users and users <= unselected}
@@ -147,10 +175,9 @@ def _select_by_deletion(model: nn.Module, chosen: list[str], example: torch.Tens
     for name in removable:
         parent_name, _, key = name.rpartition(".")
         del small.get_submodule(parent_name)[key]
-    setattr(small, SELECTION_ATTR, {"mechanism": "delete", "tasks": chosen, "removed": removable})
     # what only the unselected tasks used outside the heads (a neck they share) is left to the dead-part
     # removal, once the heads that read it are gone
-    return small, only_unselected - covered
+    return small, removable, only_unselected - covered
 
 
 def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
@@ -159,13 +186,20 @@ def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     from .dead import restore_dead
 
     mechanism = record.get("mechanism")
+    if mechanism == "steps":
+        steps = record.get("steps")
+        if not isinstance(steps, list) or not 0 < len(steps) <= MAX_STEPS or \
+                not all(isinstance(s, dict) and s.get("mechanism") != "steps" for s in steps):
+            raise TaskcutError(f"the selection recorded in the model file is malformed (1 to {MAX_STEPS} steps)")
+        for step in steps:
+            model = apply_selection(model, step)
+        return model
     if mechanism in ("none", None):
         restore_dead(model, record.get("dead", []))
         return model
     if mechanism == "fx":
-        small = _select_traced(model, list(record.get("tasks", [])))
+        small, _ = _select_traced(model, list(record.get("tasks", [])))
         restore_dead(small, record.get("dead", []))
-        setattr(small, SELECTION_ATTR, dict(record))
         return small
     if mechanism != "delete":
         raise TaskcutError(f"unknown selection {mechanism!r} recorded in the model file")
@@ -180,11 +214,10 @@ def apply_selection(model: nn.Module, record: dict[str, Any]) -> nn.Module:
                                "the model this file was pruned from")
         del parent[key]
     restore_dead(model, record.get("dead", []))
-    setattr(model, SELECTION_ATTR, dict(record))
     return model
 
 
-def _select_traced(model: nn.Module, tasks: Sequence[str]) -> fx.GraphModule:
+def _select_traced(model: nn.Module, tasks: Sequence[str]) -> tuple[fx.GraphModule, list[str]]:
     try:
         traced = fx.symbolic_trace(copy.deepcopy(model))
     except Exception as exc:  # fx raises many types; all mean "not traceable"
@@ -202,7 +235,7 @@ def _select_traced(model: nn.Module, tasks: Sequence[str]) -> fx.GraphModule:
     traced.delete_all_unused_submodules()
     _drop_unused_attributes(traced)
     traced.recompile()
-    return traced
+    return traced, chosen
 
 
 def _drop_unused_attributes(gm: fx.GraphModule) -> None:

@@ -89,7 +89,7 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
     check_runtime(runtime, int8)
     spec = read_spec(path)  # a clear error for anything that is not a taskcut model
     if source is not None:
-        model = baked(source.open_model(path, "cpu")[0])
+        model = baked(source.open_model(path, "cpu")[0].model)
         image = source.bench_input(size)
         size = tuple(image.shape[-2:])
     else:

@@ -190,7 +190,8 @@ def _run_cell(spec: CompareSpec, source: Comparison, dense_metrics, method: str,
               seed: int, device: str, control_metrics: Mapping[str, Mapping[str, float]] | None = None
               ) -> dict[str, Any]:
     tasks, specs = source.tasks, source.specs
-    model = source.select()
+    selected = source.select()
+    model = selected.model
     existing = masks_of(model)  # a masked base: its zeros stay zero and count towards the sparsity
     batches = source.scoring_batches(seed)
     name = label(method, recipe)
@@ -209,7 +210,7 @@ def _run_cell(spec: CompareSpec, source: Comparison, dense_metrics, method: str,
         model = source.finetune(model, source.schedule(seed, spec.distill if recipe == "distill" else None), name)
     finetune_seconds = time.perf_counter() - start
     metrics = source.evaluate(model)
-    path = source.save(model, spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",
+    path = source.save(selected.replace(model=model), spec.out / "models" / f"{cell_name(name, sparsity, seed)}.safetensors",
                 {"method": method, "rule": RULES[method], "sparsity": sparsity, "seed": seed, "tasks": list(tasks),
                  "structured": spec.structured, "finetune": recipe})
     row: dict[str, Any] = {

@@ -35,6 +35,7 @@ from torch import nn
 from ..settings import Strict, safe_yaml
 from ..errors import TaskcutError
 from ..models.own import build_from_factory, import_callable
+from ..models.record import TaskModel
 from ..tasks import Task, TaskSpec
 from ..tasks.kinds import kind_of, load_kind
 
@@ -204,15 +205,18 @@ def first_input(cfg: OwnConfig, split: str = "test") -> Any:
     return Batches(cfg.split(split), cfg.transform(), what=f"{split} batches").first()["image"]
 
 
-def _own_file(model_file: Path, cfg: OwnConfig) -> tuple[nn.Module, dict[str, TaskSpec]]:
+def open_own_file(model_file: Path, cfg: OwnConfig) -> TaskModel:
+    """A model file made from the own model `cfg` describes, as a record whose tasks are the YAML's
+    (those the model computes; one it computes that the YAML does not declare is refused)."""
     from ..cut.decompose import task_outputs
-    from ..models import load
+    from ..models import open_model
     import torch
 
-    model = load(model_file, trust=cfg.references())  # the YAML the user passed names this code
+    record = open_model(model_file, trust=cfg.references())  # the YAML the user passed names this code
+    model = record.model
     with torch.no_grad():
         names = list(task_outputs(model(first_input(cfg))))
     unknown = [t for t in names if t not in cfg.specs]
     if unknown:
         raise TaskcutError(f"{model_file} computes task(s) {unknown} that {cfg.path} does not declare")
-    return model, {t: cfg.specs[t] for t in names}
+    return record.replace(tasks={t: cfg.specs[t] for t in names})

@@ -123,7 +123,7 @@ def dense_teacher(spec: Mapping[str, Any], tasks: Sequence[str], distill: Distil
     missing = [t for t in tasks if t not in base.tasks]
     if missing:
         raise TaskcutError(f"teacher {teacher} has no task(s) {', '.join(missing)}")
-    dense = select(base, list(tasks))
+    dense = select(base, list(tasks)).model
     return Teacher(dense, distill, dense.config.task_specs())
 
 
@@ -144,7 +144,7 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     path = cache_dir() / "controls" / f"control-{key}.safetensors"
     if path.is_file():
         return path
-    dense = select(load(baseline, device), list(tasks))
+    dense = select(load(baseline, device), list(tasks)).model
     specs = dense.config.task_specs()
     train_set, val_set = (open_for_tasks(data, s, specs, tuple(crop) if crop else None) for s in ("train", "val"))
     weights = {name: t.loss_weight for name, t in dense.config.tasks.items()}

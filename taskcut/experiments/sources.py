@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..cut.select import check_tasks
 from ..jobs.settings import FinetuneSettings, ScoringSettings
 from ..jobs.source import Source, open_source
+from ..models.record import TaskModel
 from ..tasks.dense import TaskSpec
 
 #: A comparison's settings (`taskcut.experiments.compare.CompareSpec`; not imported here: compare imports
@@ -49,7 +50,7 @@ class Comparison:
                                               None, None)
         self.base = self.source.open(device)
         #: The dense base restricted to the chosen tasks (the reference of every delta_T).
-        self.dense = self.select()
+        self.dense = self.select().model
         #: Task specs of the chosen tasks (as scored, fine-tuned and evaluated) and their loss weights.
         self.specs = self.source.check_scoring(self.source.specs(self.dense, self.tasks), self.scoring)
         self.weights = self.source.loss_weights(self.dense, self.specs)
@@ -68,8 +69,8 @@ class Comparison:
         given = self.spec.finetune_batch_size
         return given if given is not None else self.source.FINETUNE_BATCH_SIZE
 
-    def select(self) -> nn.Module:
-        """A fresh copy of the base holding the chosen tasks only."""
+    def select(self) -> TaskModel:
+        """A fresh copy of the base holding the chosen tasks only (a record: what saving it needs)."""
         return self.source.select(self.base, self.tasks, self.device)
 
     def scoring_batches(self, seed: int) -> Iterable[Mapping[str, torch.Tensor]]:
@@ -95,7 +96,7 @@ class Comparison:
         from ..train.fit import fit
 
         cfg = self.train_config(schedule)
-        teacher = Teacher(self.select(), cfg.distill, self.specs) if cfg.distill is not None else None
+        teacher = Teacher(self.select().model, cfg.distill, self.specs) if cfg.distill is not None else None
         train, val = self.source.fit_data(model, self.specs, schedule, self.device)
         return fit(model, self.specs, self.weights, cfg, train, val, self.device, self.show_progress, label=label,
                    teacher=teacher).model
@@ -109,8 +110,8 @@ class Comparison:
         """The dense control fine-tuned with `schedule` (cached), and its file."""
         return self.source.control_of(self.tasks, schedule, self.device, self.show_progress)
 
-    def save(self, model: nn.Module, path: Path, provenance: dict[str, Any]) -> Path:
-        return self.source.save(model, path, provenance, self.specs)
+    def save(self, model: TaskModel, path: Path, provenance: dict[str, Any]) -> Path:
+        return self.source.save(model.replace(tasks=dict(self.specs)), path, provenance)
 
     def samples(self) -> Any:
         """The test split as a data set to draw sample predictions from, or None where it is not one."""

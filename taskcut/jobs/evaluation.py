@@ -26,7 +26,8 @@ def evaluate(source: Source, model_file: Path, settings: EvaluateSettings, out: 
     source.check_control(settings.baseline, settings.control)
     if out is not None:
         check_writable(Path(out), force)
-    model, specs, spec = source.open_model(Path(model_file), device)
+    record, spec = source.open_model(Path(model_file), device)
+    model, specs = record.model, record.tasks
     data = source.split_data(specs, settings.split, device)
     metrics = source.metrics(model, specs, data, settings.metrics, device)
     report: dict[str, Any] = {"model": str(model_file), "split": settings.split, **source.data_record(),

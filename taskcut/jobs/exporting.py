@@ -23,7 +23,8 @@ def export(source: Source, model_file: Path, settings: ExportSettings, out: Path
     form = check_options(settings.format, settings.int8, out)
     for path in file_set(out, form):
         check_writable(path, force)
-    model, specs, _ = source.open_model(Path(model_file), "cpu")
+    record, _ = source.open_model(Path(model_file), "cpu")
+    model, specs = record.model, record.tasks
     samples, calibration, evaluation, where = source.export_inputs(Path(model_file), specs, settings)
     return export_module(model, out, samples, settings.format, calibration, specs, evaluation,
                          source={"model": str(model_file), **where})

@@ -109,8 +109,9 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
     source.protect(out)
     chosen = check_prune(source, settings)
     base = source.open(device)
-    small = source.select(base, chosen, device)
-    specs = source.specs(small, chosen)
+    specs = source.specs(base, chosen)
+    selected = source.select(base, chosen, device).replace(tasks=specs)
+    small = selected.model
     if settings.scores is None:
         scored_specs = source.check_scoring(specs, scoring)  # the train split holds the batches: before any work
     start = time.perf_counter()
@@ -125,14 +126,14 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
     seconds = time.perf_counter() - start
     method = "cut-structured" if settings.structured else "cut"
     provenance = {**source.provenance(), "method": method, "tasks": chosen, "rule": settings.rule}
-    dense_bytes = source.dense_bytes_later(base, small, chosen)  # before the cut: `small` is cut in place
+    dense_bytes = source.dense_bytes_later(base, selected, chosen)  # before the cut: `small` is cut in place
     params_selected = sum(p.numel() for p in small.parameters())
 
     def file_bytes(candidate: nn.Module) -> int:  # with room for the budget report the real file adds
         with tempfile.TemporaryDirectory() as tmp:
             budgeted = {**provenance, "budget": settings.budget, **source.scoring_provenance(scoring),
                         **PROVENANCE_ROOM}
-            return source.save(candidate, Path(tmp) / out.name, budgeted, specs).stat().st_size
+            return source.save(selected.replace(model=candidate), Path(tmp) / out.name, budgeted).stat().st_size
 
     budgeted = settings.budget is not None
     example = source.example(specs, device, settings.size if budgeted else None) \
@@ -149,7 +150,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         if not settings.structured:
             provenance["keep_ratio"] = cut.keep_ratio
         provenance.update(source.scoring_provenance(scoring))
-    source.save(cut.model, out, provenance, specs)
+    source.save(selected.replace(model=cut.model), out, provenance)
     return PruneResult(
         model=cut.model, tasks=chosen, specs=specs, path=out, rule=settings.rule, sparsity=cut.sparsity,
         achieved=cut.achieved, keep_ratio=cut.keep_ratio, params_before=sum(p.numel() for p in base.parameters()),

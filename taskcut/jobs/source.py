@@ -19,6 +19,7 @@ from .. import __version__
 from ..config import DistillConfig, TrainConfig
 from ..cut.select import check_tasks, select
 from ..errors import TaskcutError
+from ..models.record import TaskModel
 from ..tasks import TaskSpec
 from .settings import ExportSettings, FinetuneSettings, ScoringSettings
 
@@ -79,8 +80,9 @@ class Source:
         """What changes when the base changes (its file's time and size)."""
         return None
 
-    def select(self, base: nn.Module, tasks: list[str], device: str) -> nn.Module:
-        """A copy of the base holding `tasks` only (checked to run on the data)."""
+    def select(self, base: nn.Module, tasks: list[str], device: str) -> TaskModel:
+        """A copy of the base holding `tasks` only (checked to run on the data), as a record with the
+        tasks' specs and how they were selected (what `save` needs)."""
         raise NotImplementedError
 
     def specs(self, model: nn.Module, tasks: list[str]) -> dict[str, TaskSpec]:
@@ -141,7 +143,8 @@ class Source:
         """What a file pruned from this source records of how it was scored."""
         raise NotImplementedError
 
-    def save(self, model: nn.Module, path: Path, provenance: dict[str, Any], specs: Mapping[str, TaskSpec]) -> Path:
+    def save(self, model: TaskModel, path: Path, provenance: dict[str, Any]) -> Path:
+        """Write a model made from this source (a record from `select` or `open_model`) as a model file."""
         raise NotImplementedError
 
     def protect(self, out: Path) -> None:
@@ -156,17 +159,18 @@ class Source:
         `folder` when the source is not one."""
         raise NotImplementedError
 
-    def dense_bytes_later(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> Callable[[], int]:
+    def dense_bytes_later(self, base: nn.Module, selected: TaskModel, tasks: list[str]) -> Callable[[], int]:
         """File size of the selected model saved dense (the yardstick for the compact file), as a function
         to call when the figure is wanted; `selected` is cut after this returns. Measured now by default."""
         with tempfile.TemporaryDirectory() as tmp:
-            size = self.save(selected, Path(tmp) / "dense.safetensors", {}, self.specs(selected, tasks)).stat().st_size
+            size = self.save(selected, Path(tmp) / "dense.safetensors", {}).stat().st_size
         return lambda: size
 
     # -- the jobs on a model file made from this source (finetune, evaluate, export) ------------------
 
-    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
-        """A model file made from this source: the model on `device`, its tasks, and its spec."""
+    def open_model(self, path: Path, device: str) -> tuple[TaskModel, dict[str, Any]]:
+        """A model file made from this source: the record (the model on `device`, its tasks, how it was
+        made), and the file's spec."""
         raise NotImplementedError
 
     def train_config(self, settings: FinetuneSettings) -> TrainConfig:
@@ -328,7 +332,7 @@ class FileSource(Source):
 
         return load(self.path, device)
 
-    def select(self, base: nn.Module, tasks: list[str], device: str) -> nn.Module:
+    def select(self, base: nn.Module, tasks: list[str], device: str) -> TaskModel:
         return select(base, tasks)
 
     def specs(self, model: nn.Module, tasks: list[str]) -> dict[str, TaskSpec]:
@@ -376,7 +380,7 @@ class FileSource(Source):
     def scoring_provenance(self, scoring: ScoringSettings) -> dict[str, Any]:
         return {"score_batches": scoring.batches, "score_batch_size": scoring.batch_size, "data": self.data}
 
-    def save(self, model: nn.Module, path: Path, provenance: dict[str, Any], specs: Mapping[str, TaskSpec]) -> Path:
+    def save(self, model: TaskModel, path: Path, provenance: dict[str, Any]) -> Path:
         from ..models import save
 
         return save(model, path, provenance)
@@ -391,11 +395,10 @@ class FileSource(Source):
     def base_file(self, folder: Path) -> Path:
         return self.path
 
-    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
-        from ..models import load, read_spec
+    def open_model(self, path: Path, device: str) -> tuple[TaskModel, dict[str, Any]]:
+        from ..models import open_model, read_spec
 
-        model = load(path, device)
-        return model, model.config.task_specs(), read_spec(path)
+        return open_model(path, device), read_spec(path)
 
     def train_config(self, settings: FinetuneSettings) -> TrainConfig:
         cfg = settings.schedule or TrainConfig(
@@ -441,7 +444,7 @@ class FileSource(Source):
         missing = [t for t in tasks if t not in base.tasks]
         if missing:
             raise TaskcutError(f"baseline {path} has no task(s) {', '.join(missing)}")
-        return select(base, tasks)
+        return select(base, tasks).model
 
     def control(self, baseline: Path, tasks: list[str], spec: Mapping[str, Any], device: str,
                 show_progress: bool) -> tuple[nn.Module, Path, dict[str, Any]] | None:
@@ -473,7 +476,7 @@ class FileSource(Source):
         evaluation = open_for_tasks(data, settings.split, specs)
         return samples[:4], samples if settings.int8 else None, evaluation, {"data": data, "split": settings.split}
 
-    def dense_bytes_later(self, base: nn.Module, selected: nn.Module, tasks: list[str]) -> Callable[[], int]:
+    def dense_bytes_later(self, base: nn.Module, selected: TaskModel, tasks: list[str]) -> Callable[[], int]:
         """Saved, when asked for, from a view that shares the base's modules (the trunk and the chosen
         heads): nothing is copied, and nothing is written unless the figure is wanted."""
         from ..models import save
@@ -549,13 +552,17 @@ class YamlSource(Source):
             self._example = first_input(self.cfg, "train")
         return self._example
 
-    def select(self, base: nn.Module, tasks: list[str], device: str) -> nn.Module:
+    def select(self, base: nn.Module, tasks: list[str], device: str) -> TaskModel:
         from ..api import Batches, check_model
 
         first = Batches(self.cfg.split("train"), self.cfg.transform(), device, "train batches").first()
         check_model(base, self.cfg.specs, first, tasks)
         self._example = first["image"]
-        return select(base, tasks, first["image"])
+        return select(self._record(base), tasks, first["image"])
+
+    def _record(self, model: nn.Module) -> TaskModel:
+        """The base (or a model built as it) as a record: the YAML's factory and tasks."""
+        return TaskModel(model, dict(self.cfg.specs), self.cfg.model.factory, dict(self.cfg.model.kwargs))
 
     def specs(self, model: nn.Module, tasks: list[str]) -> dict[str, TaskSpec]:
         return {t: self.cfg.specs[t] for t in tasks}
@@ -600,31 +607,30 @@ class YamlSource(Source):
         extra = {} if scoring.batch_size is None else {"score_batch_size": scoring.batch_size}
         return {"score_batches": scoring.batches, **extra}
 
-    def save(self, model: nn.Module, path: Path, provenance: dict[str, Any], specs: Mapping[str, TaskSpec]) -> Path:
+    def save(self, model: TaskModel, path: Path, provenance: dict[str, Any]) -> Path:
         from ..models import save
 
-        return save(model, path, provenance, factory=self.cfg.model.factory, kwargs=self.cfg.model.kwargs,
-                    tasks=dict(specs))
+        # the YAML names the factory: what the file records is the YAML's, whatever the record says
+        return save(model, path, provenance, factory=self.cfg.model.factory, kwargs=self.cfg.model.kwargs)
 
     def base_bytes(self, base: nn.Module) -> int:
         with tempfile.TemporaryDirectory() as tmp:
-            return self.save(base, Path(tmp) / "base.safetensors", {}, self.cfg.specs).stat().st_size
+            return self.save(self._record(base), Path(tmp) / "base.safetensors", {}).stat().st_size
 
     def base_file(self, folder: Path) -> Path:
-        return self.save(self.open("cpu"), Path(folder) / "dense.safetensors", {"fleet": "dense base"},
-                         self.cfg.specs)
+        return self.save(self._record(self.open("cpu")), Path(folder) / "dense.safetensors", {"fleet": "dense base"})
 
     def _batches(self, split: str, device: str | None = None, what: str = "batches") -> Any:
         from ..api import Batches
 
         return Batches(self.cfg.split(split), self.cfg.transform(), device or "cpu", f"{split} {what}")
 
-    def open_model(self, path: Path, device: str) -> tuple[nn.Module, dict[str, TaskSpec], dict[str, Any]]:
-        from ..experiments.own import _own_file
+    def open_model(self, path: Path, device: str) -> tuple[TaskModel, dict[str, Any]]:
+        from ..experiments.own import open_own_file
         from ..models import read_spec
 
-        model, specs = _own_file(path, self.cfg)
-        return model.to(device), specs, read_spec(path)
+        record = open_own_file(path, self.cfg)
+        return record.replace(model=record.model.to(device)), read_spec(path)
 
     def train_config(self, settings: FinetuneSettings) -> TrainConfig:
         # the data factory makes the batches (re-batched to `settings.batch_size` when given)
@@ -714,14 +720,14 @@ class YamlSource(Source):
         if path.is_file():
             return load(path, trust=self.cfg.references()), path
         settings = make(FinetuneSettings, **{k: v for k, v in recipe.items() if v is not None})
-        dense = self.select(self.open(device), tasks, device)
-        specs = self.specs(dense, tasks)
+        selected = self.select(self.open(device), tasks, device)
+        dense, specs = selected.model, selected.tasks
         cfg = self.train_config(settings)
         train, val = self.fit_data(dense, specs, settings, device)
         teacher = self.teacher({}, specs, cfg.distill, None, device) if cfg.distill is not None else None
         fit(dense, specs, self.loss_weights(dense, specs), cfg, train, val, device, show_progress, label="finetune",
             teacher=teacher)
-        self.save(dense.cpu(), path, {"control": key_data}, specs)
+        self.save(selected.replace(model=dense.cpu()), path, {"control": key_data})
         return dense, path
 
     def calibration_images(self) -> torch.Tensor:

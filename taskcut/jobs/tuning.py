@@ -52,7 +52,8 @@ def finetune(source: Source, model_file: Path, settings: FinetuneSettings, out: 
     if settings.teacher is not None and settings.distill is None:
         raise TaskcutError("--teacher and --distill-* settings need --distill")
     source.check_finetune(settings)
-    model, specs, spec = source.open_model(model_file, device)
+    record, spec = source.open_model(model_file, device)
+    model, specs = record.model, record.tasks
     cfg = source.train_config(settings)
     train, val = source.fit_data(model, specs, settings, device)
     teacher = source.teacher(spec, specs, cfg.distill, settings.teacher, device) if cfg.distill is not None else None
@@ -61,9 +62,8 @@ def finetune(source: Source, model_file: Path, settings: FinetuneSettings, out: 
                  resume=settings.resume, teacher=teacher)
     if not world().main:
         return None
-    record = source.finetune_record(cfg, settings, result.best_step, val)
-    source.save(result.model.cpu(), out,
-                {**spec.get("provenance", {}), "finetune": record}, specs)
+    made = source.finetune_record(cfg, settings, result.best_step, val)
+    source.save(record.replace(model=result.model.cpu()), out, {**spec.get("provenance", {}), "finetune": made})
     ckpt.unlink(missing_ok=True)
     return FinetuneResult(result.model, specs, out, result.best_step, result.best_val_loss, result.seconds,
                           result.history)

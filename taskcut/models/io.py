@@ -22,6 +22,7 @@ from ..errors import TaskcutError
 from ..fileio import save_tensors
 from ..trust import Trust, require_trusted, spec_references, trusting
 from .multitask import ModelConfig, MultiTaskModel, build_model, layout, shapes_only
+from .record import NO_SELECTION, TaskModel, as_record
 
 FORMAT = "taskcut.model"
 VERSION = 1
@@ -30,51 +31,55 @@ VALUES = "::values"
 MASK = "::mask"
 
 
-def save(model: nn.Module, path: str | Path, provenance: dict[str, Any] | None = None, *,
+def save(model: nn.Module | TaskModel, path: str | Path, provenance: dict[str, Any] | None = None, *,
          factory: str | None = None, kwargs: Mapping[str, Any] | None = None,
-         tasks: Mapping[str, Any] | None = None) -> Path:
+         tasks: Mapping[str, Any] | None = None, selection: Mapping[str, Any] | None = None) -> Path:
     """Write `model` to `path` atomically; `provenance` (how it was made) goes into the spec.
 
     A masked (unstructured sparse) weight is stored as its kept values plus a packed bit
     mask, so the file shrinks with sparsity: 4 bytes per kept weight + 1 bit per weight.
     A zoo model stores its config. Any other model stores a reference to the factory that
-    builds it (`factory="pkg.module:build"` with `kwargs`, or what `taskcut` recorded when it
-    built the model from one), its tasks (`{name: Task}`), how its tasks were selected and
-    what pruning changed, so `load` rebuilds it by calling that factory.
+    builds it (`factory="pkg.module:build"` with `kwargs`), its tasks (`{name: Task}`), how
+    its tasks were selected (`selection`) and what pruning changed, so `load` rebuilds it by
+    calling that factory. Given a `TaskModel` record (what `select`, `prune_model` and
+    `open_model` return), these come from the record; a keyword given overrides it.
     """
     from ..compact.masking import masks_of
 
+    record = as_record(model)
+    module = record.model
     path = Path(path)
-    masks = masks_of(model)
-    if isinstance(model, MultiTaskModel):
-        described = {"model": model.config.model_dump(mode="json"), "shapes": _changed_shapes(model)}
+    masks = masks_of(module)
+    if isinstance(module, MultiTaskModel):
+        described = {"model": module.config.model_dump(mode="json"), "shapes": _changed_shapes(module)}
     else:
-        described = _describe_own(model, factory, kwargs, tasks)
+        described = _describe_own(module, factory or record.factory,
+                                  kwargs if kwargs is not None else record.kwargs,
+                                  tasks if tasks is not None else record.tasks,
+                                  selection if selection is not None else record.selection)
     spec = {"format": FORMAT, "version": VERSION, **described,
             "masked": {name: list(m.shape) for name, m in masks.items()}, "provenance": provenance or {}}
-    _write(model, path, spec, masks)
+    _write(module, path, spec, masks)
     return path
 
 
-def _describe_own(model: nn.Module, factory: str | None, kwargs: Mapping[str, Any] | None,
-                  tasks: Mapping[str, Any] | None) -> dict[str, Any]:
-    from ..cut.select import SELECTION_ATTR, apply_selection
-    from .own import FACTORY_ATTR, TASKS_ATTR, build_from_factory, changed_structure
+def _describe_own(model: nn.Module, factory: str | None, kwargs: Mapping[str, Any],
+                  tasks: Mapping[str, Any], selection: Mapping[str, Any]) -> dict[str, Any]:
+    from ..cut.select import apply_selection
+    from .own import build_from_factory, changed_structure
 
-    recorded = getattr(model, FACTORY_ATTR, None) or {}
-    factory = factory or recorded.get("factory")
     if factory is None:
         raise TaskcutError(f"{type(model).__name__} is not a zoo model: it is saved as weights plus the factory that "
                            "builds it; pass factory='package.module:function' (and kwargs=...)")
-    kwargs = dict(kwargs if kwargs is not None else recorded.get("kwargs", {}))
+    kwargs = dict(kwargs)
     try:
         json.dumps(kwargs)
     except TypeError as exc:
         raise TaskcutError(f"the factory's kwargs must be JSON values (numbers, strings, lists, dicts): {exc}") from None
-    selection = getattr(model, SELECTION_ATTR, None) or {"mechanism": "none"}
+    selection = dict(selection or NO_SELECTION)
     reference = apply_selection(build_from_factory(factory, kwargs), selection)
     task_dicts = {}
-    for name, task in dict(tasks if tasks is not None else getattr(model, TASKS_ATTR, {}) or {}).items():
+    for name, task in dict(tasks).items():
         try:
             task_dicts[name] = task.to_dict()
         except ValueError:  # a custom task given as a callable: the user passes it again when using the model
@@ -152,7 +157,8 @@ def zoo_spec(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, device: torch.device | str = "cpu", *, trust: Trust = None) -> nn.Module:
-    """Rebuild the model saved at `path` (no pickle, no original model needed).
+    """Rebuild the model saved at `path` (no pickle, no original model needed); `open_model` gives it
+    with its tasks and how it was made (what saving an own model again needs).
 
     A zoo model is built from its config. An own model is built by importing and calling the
     factory its file names, which runs that package's code: so it is done only when the
@@ -160,6 +166,13 @@ def load(path: str | Path, device: torch.device | str = "cpu", *, trust: Trust =
     references) or by the caller's `taskcut.trust.trusting` block; otherwise the error names
     the reference and nothing is imported.
     """
+    return open_model(path, device, trust=trust).model
+
+
+def open_model(path: str | Path, device: torch.device | str = "cpu", *, trust: Trust = None) -> TaskModel:
+    """The model saved at `path` as a record: the module (as `load` rebuilds it), its tasks, and for an
+    own model the factory, its arguments and the task selection recorded in the file, so `save`,
+    `select` and `export_model` given the record need none of them again. Trust as in `load`."""
     path = Path(path)
     spec = read_spec(path)
     with trusting(trust):
@@ -167,10 +180,11 @@ def load(path: str | Path, device: torch.device | str = "cpu", *, trust: Trust =
         return _load(path, spec, device)
 
 
-def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Module:
+def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> TaskModel:
     model_spec = spec.get("model")
     if isinstance(model_spec, dict) and "factory" in model_spec:
-        model = _rebuild_own(path, spec)
+        record = _rebuild_own(path, spec)
+        model = record.model
     else:
         try:
             config = ModelConfig.model_validate(model_spec)
@@ -186,6 +200,7 @@ def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Mo
                 reshape_like(model, spec["shapes"])
         _check_header(path, model, spec)
         model = model.to_empty(device="cpu")
+        record = TaskModel(model, config.task_specs())
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -205,7 +220,7 @@ def _load(path: Path, spec: dict[str, Any], device: torch.device | str) -> nn.Mo
         from ..compact.masking import apply_masks
 
         apply_masks(model, masks)
-    return model.to(device).eval()
+    return record.replace(model=model.to(device).eval())
 
 
 def _header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -236,15 +251,18 @@ def _check_header(path: Path, model: nn.Module, spec: dict[str, Any]) -> None:
                                if found is not None else f"{path}: tensors do not match the spec (missing {key})")
 
 
-def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:
+def _rebuild_own(path: Path, spec: dict[str, Any]) -> TaskModel:
     from ..cut.select import apply_selection
     from ..tasks import TaskSpec
-    from .own import TASKS_ATTR, build_from_factory, restore_structure
+    from .own import build_from_factory, restore_structure
 
     structure = spec.get("structure") or {}
     _check_recorded_shapes(path, structure, spec.get("masked") or {})
-    model = build_from_factory(str(spec["model"]["factory"]), spec["model"].get("kwargs") or {})
-    model = apply_selection(model, spec.get("selection") or {"mechanism": "none"})
+    factory, kwargs = str(spec["model"]["factory"]), dict(spec["model"].get("kwargs") or {})
+    selection = spec.get("selection") or dict(NO_SELECTION)
+    if not isinstance(selection, dict):
+        raise TaskcutError(f"{path}: the spec's selection is not a mapping")
+    model = apply_selection(build_from_factory(factory, kwargs), selection)
     restore_structure(model, structure)
     tasks = {}
     for name, data in (spec.get("tasks") or {}).items():
@@ -253,8 +271,7 @@ def _rebuild_own(path: Path, spec: dict[str, Any]) -> nn.Module:
                 tasks[name] = TaskSpec.from_dict(name, data)
             except (ValueError, KeyError, TypeError) as exc:
                 raise TaskcutError(f"{path}: task {name!r} cannot be rebuilt ({exc})") from exc
-    setattr(model, TASKS_ATTR, tasks)
-    return model
+    return TaskModel(model, tasks, factory, kwargs, dict(selection))
 
 
 def _check_recorded_shapes(path: Path, structure: Any, masked: Any) -> None:

@@ -11,7 +11,6 @@ unpickled.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping
 
 import torch
@@ -19,30 +18,18 @@ from torch import nn
 
 from ..errors import TaskcutError
 
-#: Where a model built by taskcut from a factory remembers it (`{"factory": ..., "kwargs": ...}`).
-FACTORY_ATTR = "taskcut_factory"
-#: Where a model remembers its tasks (`{name: TaskSpec}`), so files and exports know their kinds.
-TASKS_ATTR = "taskcut_tasks"
-
 
 def import_callable(reference: str, what: str = "factory") -> Callable[..., Any]:
     """`"package.module:function"` -> the function; a clear error naming the reference otherwise."""
-    module_name, sep, attr = str(reference).partition(":")
-    if not sep or not module_name or not attr:
-        raise TaskcutError(f"{what} {reference!r} must be given as 'package.module:function'")
+    from ..tasks.references import import_object
+
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or whatever the user's module raises on import
-        raise TaskcutError(f"{what} {reference!r} does not import: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    fn = module
-    for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise TaskcutError(f"{what} {reference!r}: {module_name} has no {attr!r}")
+        fn = import_object(reference, what)
+    except ValueError as exc:
+        raise TaskcutError(str(exc).splitlines()[0]) from None
     if not callable(fn):
         raise TaskcutError(f"{what} {reference!r} is not callable")
-    return fn  # type: ignore[return-value]
+    return fn  # type: ignore[no-any-return]
 
 
 def build_from_factory(factory: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
@@ -54,7 +41,6 @@ def build_from_factory(factory: str, kwargs: Mapping[str, Any] | None = None) ->
         raise TaskcutError(f"factory {factory!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if not isinstance(model, nn.Module):
         raise TaskcutError(f"factory {factory!r} returned a {type(model).__name__}, not an nn.Module")
-    setattr(model, FACTORY_ATTR, {"factory": factory, "kwargs": dict(kwargs or {})})
     return model
 
 
@@ -62,6 +48,14 @@ def changed_structure(model: nn.Module, reference: nn.Module) -> dict[str, Any]:
     """What pruning changed against a freshly built `reference`: tensor shapes and integer attributes
     (channel and head counts, a LayerNorm's shape), each keyed by its module's name."""
     ref_state = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    missing = sorted(set(ref_state) - set(_plain_tensors(model)))
+    traced = isinstance(model, torch.fx.GraphModule)
+    if missing or traced != isinstance(reference, torch.fx.GraphModule):
+        what = f"has no {missing[0]}, which" if missing else \
+            f"is {'' if traced else 'not '}a torch.fx trace, as"
+        raise TaskcutError(f"{type(model).__name__} {what} the factory's model (after the recorded selection) has: "
+                           "save the record that select/prune_model returned (it holds how the tasks were "
+                           "selected), or pass selection=")
     shapes = {k: list(v.shape) for k, v in _plain_tensors(model).items()
               if k in ref_state and ref_state[k] != tuple(v.shape)}
     ref_modules = dict(reference.named_modules())
