@@ -64,13 +64,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         files = {"dense, five tasks": save(dense5, tmp / "dense5.safetensors")}
-        dense2 = select(dense5, TASKS)
+        dense2 = select(dense5, TASKS).model
         files["dense, seg+depth"] = save(dense2, tmp / "dense2.safetensors")
         scores = score(dense2, dense2.config.task_specs(), batches)
-        unstructured = select(dense5, TASKS)
+        unstructured = select(dense5, TASKS).model
         apply_masks(unstructured, fuse(scores, args.sparsity, "vote").masks)
         files[f"CUT unstructured {args.sparsity:.0%}"] = save(unstructured, tmp / "unstructured.safetensors")
-        structured = select(dense5, TASKS)
+        structured = select(dense5, TASKS).model
         structured_prune(structured, batches[0]["image"][:1], scores, args.sparsity, "vote")
         files[structured_label] = save(structured, tmp / "structured.safetensors")
         del unstructured, dense2, dense5

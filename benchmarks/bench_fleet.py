@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     from taskcut.compact.masking import masks_of
-    from taskcut.experiments.demo import base_model
+    from taskcut.workflows.demo import base_model
     from taskcut.jobs.pruning import prune
     from taskcut.jobs.scoring import score
     from taskcut.jobs.settings import PruneSettings, ScoringSettings
@@ -82,7 +82,7 @@ def full_latency_budget() -> None:
     overrides = {"depth": 34, "width": 1.0, "head_hidden": 1024, "head_dilations": [6, 12, 18, 24], "dropout": 0.5}
     config = load_config("synth-tiny").model.model_copy(update=overrides)
     torch.manual_seed(0)
-    model = select(build_model(config).eval(), ["seg", "depth"])
+    model = select(build_model(config).eval(), ["seg", "depth"]).model
     items = [render(0, "train", i, 224, 224) for i in range(4)]
     batch = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
     scores = score(model, model.config.task_specs(), [batch])

@@ -56,7 +56,7 @@ def _setup(model_name: str, n_batches: int, tasks: list[str] | None):
     if tasks is not None:  # the selected model, built directly (same weights as selecting from the full one)
         from taskcut.cut.select import select
 
-        model = select(model, tasks)
+        model = select(model, tasks).model
     batches = []
     for b in range(n_batches):
         items = [render(0, "train", b * batch_size + i, size, size) for i in range(batch_size)]

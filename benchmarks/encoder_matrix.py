@@ -56,8 +56,8 @@ def row(family: str) -> dict:
         selected = taskcut.select(model, list(TASKS), x)
         from taskcut.cut.score import score
 
-        scores = score(selected, TASKS, data)
-        result = structured_prune(selected, x[:1], scores, 0.5)
+        scores = score(selected.model, TASKS, data)
+        result = structured_prune(selected.model, x[:1], scores, 0.5)
         compact["model"] = selected
         out["left_whole"] = result["left_whole"]
         return round(result["sparsity"], 3)
@@ -73,7 +73,7 @@ def row(family: str) -> dict:
             again = taskcut.load(taskcut.save(small, tmp / "s.safetensors", factory=FACTORY,
                                               kwargs={"family": family}), trust=[FACTORY])
             with torch.no_grad():
-                a, b = small.eval()(x), again.eval()(x)
+                a, b = small.model.eval()(x), again.eval()(x)
             return all(torch.allclose(a[t], b[t], rtol=0, atol=1e-6) for t in a)
 
         step("save_load", round_trip)

@@ -58,7 +58,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("models", "api", "cut", "compact", "tasks", "deploy", "data", "train", "experiments", "jobs"):
+    if name in ("models", "api", "cut", "compact", "tasks", "deploy", "data", "train", "jobs", "workflows", "report"):
         return importlib.import_module(f".{name}", __name__)  # `taskcut.models.read_spec` after `import taskcut`
     raise AttributeError(f"module 'taskcut' has no attribute {name!r}")
 

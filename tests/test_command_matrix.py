@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import taskcut
 from taskcut.cli import app
 from taskcut.data.store import write_synth
-from taskcut.experiments.own import load_own_config
+from taskcut.models.own_config import load_own_config
 from taskcut.models import build_model, read_spec, save
 
 from . import hf_encoders
@@ -107,7 +107,7 @@ Check = Callable[[Fx, str, Path, str], None]
 
 def _scored(batches: int, batch_size: int | None) -> Check:
     def check(fx: Fx, source: str, out: Path, output: str) -> None:
-        from taskcut.experiments.scores import scoring_settings
+        from taskcut.cut.scores_file import scoring_settings
 
         settings = scoring_settings(out)
         assert settings["batches"] == batches and settings.get("batch_size", None) == (
@@ -321,7 +321,7 @@ def test_the_python_jobs_refuse_what_the_commands_refuse(fx: Fx, tmp_path: Path,
 def test_an_own_split_shorter_than_the_default_is_scored_whole_and_recorded_so(fx: Fx, tmp_path: Path) -> None:
     """Without --batches, an own model's data factory with fewer batches than the default (50) is scored
     whole and the file records how many; asked for more than it has, it is refused (the matrix)."""
-    from taskcut.experiments.scores import scoring_settings
+    from taskcut.cut.scores_file import scoring_settings
 
     out = tmp_path / "s.safetensors"
     _ok("score", "--config", fx.config, "--out", out, "--quiet")

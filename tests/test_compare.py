@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from taskcut.cli import app
 from taskcut.cut.fuse import fuse
-from taskcut.experiments.methods import RULES, method_scores
+from taskcut.workflows.methods import RULES, method_scores
 from taskcut.cut.score import prunable_parameters
 from taskcut.models import build_model, save
 from taskcut.cut.select import select
@@ -76,7 +76,7 @@ def test_control_is_the_dense_model_with_the_same_fine_tuning(base: Path, synth_
     from taskcut import load
     from taskcut.config import TrainConfig
     from taskcut.data import SynthDataset
-    from taskcut.experiments.compare import metrics_of
+    from taskcut.workflows.compare import metrics_of
     from taskcut.tasks import delta_t
     from taskcut.train.evaluate import evaluate
     from taskcut.train.fit import fit
@@ -84,7 +84,7 @@ def test_control_is_the_dense_model_with_the_same_fine_tuning(base: Path, synth_
     out = tmp_path / "cmp"
     result = runner.invoke(app, [*_args(base, synth_dir, out, "--methods", "cut"), "--finetune-steps", "3"])
     assert result.exit_code == 0, result.output
-    from taskcut.experiments.compare import read_rows
+    from taskcut.workflows.compare import read_rows
 
     control, cut = read_rows(out / "results.csv")
     dense = select(load(base), ["seg", "depth"]).model

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import taskcut
 from taskcut.cli import app
-from taskcut.experiments.methods import METHODS
+from taskcut.workflows.methods import METHODS
 
 from . import hf_encoders
 
@@ -27,7 +27,7 @@ def test_compare_an_own_model_with_every_method_and_the_control(tmp_path: Path) 
                                  "--seeds", "0", "--finetune-steps", "2", "--batches", "2", "--out", str(out),
                                  "--quiet"])
     assert result.exit_code == 0, result.output
-    rows = {r["method"]: r for r in taskcut.experiments.compare.read_rows(out / "results.csv")}
+    rows = {r["method"]: r for r in taskcut.workflows.compare.read_rows(out / "results.csv")}
     assert set(rows) == {*METHODS, "dense+ft"}
     for method in METHODS:
         assert abs(rows[method]["achieved_sparsity"] - 0.5) < 2e-3
@@ -39,8 +39,8 @@ def test_compare_an_own_model_with_every_method_and_the_control(tmp_path: Path) 
     compact = taskcut.load(out / "models" / "cut-s0.5-seed0.safetensors", trust=True)
     assert taskcut.models.read_spec(out / "models" / "cut-s0.5-seed0.safetensors")["model"]["kwargs"] == \
         {"family": "deit"}
-    assert set(compact(taskcut.experiments.own.first_input(
-        taskcut.experiments.own.load_own_config(config)))) == {"seg", "cls"}
+    assert set(compact(taskcut.models.own_config.first_input(
+        taskcut.models.own_config.load_own_config(config)))) == {"seg", "cls"}
 
 
 def test_compare_refuses_what_an_own_model_cannot_apply(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taskcut.experiments import demo as demo_module
-from taskcut.experiments.demo_report import headline
+from taskcut.workflows import demo as demo_module
+from taskcut.report.demo import headline
 from taskcut.models import build_model, save
 
 from .conftest import tiny_model_config

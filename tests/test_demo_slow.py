@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from taskcut.cut.budget import FLOOR
-from taskcut.experiments.demo import demo
+from taskcut.workflows.demo import demo
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from taskcut.config import load_config
-from taskcut.experiments.pipeline import train_base
+from taskcut.train.runs import train_base
 
 
 @pytest.mark.slow

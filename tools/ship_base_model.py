@@ -21,7 +21,7 @@ import torch
 
 from taskcut import __version__
 from taskcut.config import load_config
-from taskcut.experiments.pipeline import metrics_path, train_base
+from taskcut.train.runs import metrics_path, train_base
 from taskcut.models import load, save
 from taskcut.models.pretrained import PRETRAINED, pretrained_path
 

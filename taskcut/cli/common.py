@@ -107,7 +107,7 @@ def _trust(trust_code: bool, config: object) -> Iterator[None]:
 
     references: list[str] = []
     if isinstance(config, Path) and _own(config):
-        from ..experiments.own import load_own_config
+        from ..models.own_config import load_own_config
 
         references = load_own_config(config).references()
     with trusting(True if trust_code else references):
@@ -132,7 +132,7 @@ def _check_size(size: tuple[int, int]) -> None:
 
 def _own(config: Optional[Path]) -> bool:
     """Whether --config names an own model (a YAML with model.factory) rather than a preset-style config."""
-    from ..experiments.own import is_own_config
+    from ..models.own_config import is_own_config
 
     return is_own_config(config)
 

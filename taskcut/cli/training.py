@@ -30,7 +30,7 @@ def train(
 ) -> None:
     """Train a base multi-task model; the best checkpoint is chosen on the validation split (torchrun-ready)."""
     from ..config import load_config
-    from ..experiments.pipeline import metrics_path, train_base
+    from ..train.runs import metrics_path, train_base
 
     overrides = {"train": {"steps": steps}} if steps is not None else None
     cfg = load_config(preset, config, overrides)
@@ -77,7 +77,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a compact model on its tasks; pruned weights stay zero; best checkpoint on validation."""
     from ..config import load_config
-    from ..experiments.own import is_own_config
+    from ..models.own_config import is_own_config
     from ..jobs.tuning import finetune
     from ..jobs.settings import FinetuneSettings, make
     from ..jobs.source import source_of_file

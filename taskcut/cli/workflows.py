@@ -23,7 +23,7 @@ def fleet_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Score once, then prune every device to its budget, fine-tune, evaluate, export and bench; resumable."""
-    from ..experiments.fleet import run_fleet
+    from ..workflows.fleet import run_fleet
 
     _check_device(device)
     rows = run_fleet(fleet_file, out_dir, device, not quiet)
@@ -69,10 +69,10 @@ def compare_cmd(
     trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Compare pruning methods at equal sparsity and fine-tuning budget; resumable."""
-    from ..experiments.compare import CompareSpec, parse_floats, parse_ints, run_compare
-    from ..experiments.report import markdown, summary_table
+    from ..workflows.compare import CompareSpec, parse_floats, parse_ints, run_compare
+    from ..report.compare import markdown, summary_table
 
-    from ..experiments.sources import chosen_specs
+    from ..workflows.sources import chosen_specs
     from ..jobs.source import YamlSource, open_source
 
     _check_device(device)
@@ -100,8 +100,8 @@ def demo_cmd(
 ) -> None:
     """The main job on the embedded synth scenes: one five-task model pruned for three devices, exported,
     benched and compared; report.html."""
-    from ..experiments.demo import demo
-    from ..experiments.demo_report import comparison_rows, headline, terminal_rows
+    from ..workflows.demo import demo
+    from ..report.demo import comparison_rows, headline, terminal_rows
 
     _check_device(device)
     result = demo(out_dir, device, not quiet)

@@ -99,7 +99,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
     checked before any work, so a bad one writes nothing. None on torchrun ranks other than 0.
     """
     from ..cut.score import prunable_parameters
-    from ..experiments.scores import read_scores, scoring_settings
+    from ..cut.scores_file import read_scores, scoring_settings
     from .scoring import score_source
 
     out = Path(out)

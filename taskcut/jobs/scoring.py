@@ -68,7 +68,7 @@ def score(source: Source, settings: ScoringSettings, out: Path, *, force: bool =
           show_progress: bool = True) -> ScoreResult | None:
     """Score every task of the source's base on its first `settings.batches` train batches; write them to
     `out` with the base's identity and the settings. None on torchrun ranks other than 0."""
-    from ..experiments.scores import write_scores_file
+    from ..cut.scores_file import write_scores_file
 
     out = Path(out)
     check_writable(out, force)

@@ -318,7 +318,7 @@ class FileSource(Source):
 
     def control_of(self, tasks: list[str], schedule: FinetuneSettings, device: str,
                    show_progress: bool) -> tuple[nn.Module, Path]:
-        from ..experiments.pipeline import dense_control
+        from ..train.runs import dense_control
         from ..models import load
 
         path = dense_control(self.path, tasks, self.train_config(schedule), self._data(), None, device, show_progress)
@@ -415,7 +415,7 @@ class FileSource(Source):
 
     def teacher(self, spec: Mapping[str, Any], specs: Mapping[str, TaskSpec], distill: DistillConfig,
                 path: Path | None, device: str) -> Any:
-        from ..experiments.pipeline import dense_teacher
+        from ..train.runs import dense_teacher
 
         return dense_teacher(spec, list(specs), distill, path, device)
 
@@ -448,7 +448,7 @@ class FileSource(Source):
 
     def control(self, baseline: Path, tasks: list[str], spec: Mapping[str, Any], device: str,
                 show_progress: bool) -> tuple[nn.Module, Path, dict[str, Any]] | None:
-        from ..experiments.pipeline import _finetune_schedule, dense_control
+        from ..train.runs import _finetune_schedule, dense_control
         from ..models import load
 
         schedule = _finetune_schedule(spec)
@@ -499,7 +499,7 @@ class YamlSource(Source):
                "--preset": "with an own model's --config: its YAML is the config"}
 
     def __init__(self, path: Path) -> None:
-        from ..experiments.own import load_own_config
+        from ..models.own_config import load_own_config
 
         self.name = Path(path)
         self.cfg = load_own_config(self.name)
@@ -521,7 +521,7 @@ class YamlSource(Source):
             raise TaskcutError(f"--out {out} would overwrite the own model's YAML or its weights")
 
     def identity(self) -> str:
-        from ..experiments.scores import own_base_digest
+        from ..cut.scores_file import own_base_digest
 
         return own_base_digest(self.cfg)
 
@@ -547,7 +547,7 @@ class YamlSource(Source):
 
     def _first(self) -> torch.Tensor:
         if self._example is None:
-            from ..experiments.own import first_input
+            from ..models.own_config import first_input
 
             self._example = first_input(self.cfg, "train")
         return self._example
@@ -626,7 +626,7 @@ class YamlSource(Source):
         return Batches(self.cfg.split(split), self.cfg.transform(), device or "cpu", f"{split} {what}")
 
     def open_model(self, path: Path, device: str) -> tuple[TaskModel, dict[str, Any]]:
-        from ..experiments.own import open_own_file
+        from ..models.own_config import open_own_file
         from ..models import read_spec
 
         record = open_own_file(path, self.cfg)
@@ -800,7 +800,7 @@ def source_of_file(model_file: Path, config: Path | None = None, data: str | Non
 
 def _own_yaml(config: Path) -> Path:
     """`config` when it is an own model's YAML; anything else is refused, never ignored."""
-    from ..experiments.own import is_own_config
+    from ..models.own_config import is_own_config
 
     if not Path(config).is_file():
         raise TaskcutError(f"config file {config} does not exist")

@@ -40,7 +40,7 @@ def finetune(source: Source, model_file: Path, settings: FinetuneSettings, out: 
     `settings.checkpoint_every` the run is resumable (`settings.resume`) from `<out>.ckpt`, removed
     once the model is written. Under torchrun, rank 0 writes; the other ranks return None.
     """
-    from ..experiments.pipeline import check_checkpoint
+    from ..train.runs import check_checkpoint
     from ..train.distributed import world
     from ..train.fit import fit
 

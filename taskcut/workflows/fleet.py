@@ -139,7 +139,7 @@ def load_fleet(path: Path) -> Fleet:
     if twice:
         raise TaskcutError(f"fleet file {path}: device name(s) {', '.join(twice)} used twice")
     if fleet.config is not None:
-        from .own import load_own_config
+        from ..models.own_config import load_own_config
 
         model_tasks = list(load_own_config(fleet.config).specs)
     else:

@@ -19,7 +19,7 @@ from ..jobs.source import Source, open_source
 from ..models.record import TaskModel
 from ..tasks.dense import TaskSpec
 
-#: A comparison's settings (`taskcut.experiments.compare.CompareSpec`; not imported here: compare imports
+#: A comparison's settings (`taskcut.workflows.compare.CompareSpec`; not imported here: compare imports
 #: this module, and no import circle is allowed, not even for types).
 CompareSpec = Any
 

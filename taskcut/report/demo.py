@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..fileio import write_text
-from .report import _plt, _show, map_style
-from .report import markdown as md_table
+from .compare import _plt, _show, map_style
+from .compare import markdown as md_table
 
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch",
                  "litert": "LiteRT", "torch": "PyTorch"}
@@ -86,7 +86,7 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 def headline(result: dict[str, Any]) -> list[str]:
     """What the run shows, in sentences that only claim what the figures and the control support."""
-    from .naming import CONTROL
+    from ..workflows.naming import CONTROL
 
     lines = []
     for d in result["devices"]:
@@ -216,7 +216,7 @@ def _panels(task: str, kind: str, panels: list[tuple[str, np.ndarray]]) -> bytes
 
 def comparison_plot(result: dict[str, Any]) -> bytes:
     """delta_T against the dense model per method (per task beside it), the control as a line."""
-    from .naming import CONTROL
+    from ..workflows.naming import CONTROL
 
     plt = _plt()
     rows = [r for r in result["comparison"] if r["method"] != CONTROL]

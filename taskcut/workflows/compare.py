@@ -102,7 +102,7 @@ def run_compare(spec: CompareSpec, device: str = "cpu", show_progress: bool = Tr
 
 
 def _run_compare(spec: CompareSpec, source: Comparison, device: str, show_progress: bool) -> list[dict[str, Any]]:
-    from .report import write_report
+    from ..report.compare import write_report
 
     out = spec.out
     specs = source.specs

@@ -116,7 +116,7 @@ def plot_layers(out: Path, rows: list[dict[str, Any]], sparsity: float, seed: in
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
-        from .naming import cell_name
+        from ..workflows.naming import cell_name
 
         file = out / "layers" / f"{cell_name(method, sparsity, seed)}.json"
         if not file.is_file():
@@ -134,7 +134,7 @@ def plot_layers(out: Path, rows: list[dict[str, Any]], sparsity: float, seed: in
 def plot_samples(out: Path, rows: list[dict[str, Any]], dense: torch.nn.Module, test_set: DataSet,
                  sparsity: float, seed: int, task: str, kind: str, path: Path, device: str = "cpu") -> Path:
     """One test image: image, ground truth, dense, then each method at `sparsity`."""
-    from .naming import cell_name
+    from ..workflows.naming import cell_name
     from ..tasks.maps import resize_to
 
     plt = _plt()
@@ -174,7 +174,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], dense_metrics: Mapping[s
                  device: str = "cpu") -> Path:
     """results.md, the plots and report.html (images inline, no network needed). Sample predictions
     are drawn from `test_set` (a data set of the zoo's kinds); without one they are left out."""
-    from .naming import CONTROLS
+    from ..workflows.naming import CONTROLS
 
     columns, table = summary_table(rows, specs)
     write_text(out / "results.md", markdown(columns, table))

@@ -29,7 +29,7 @@ from ..cache import cache_dir
 from ..config import load_config
 from ..errors import TaskcutError
 from ..fileio import file_sha256, write_text
-from .pipeline import resolve_data
+from ..train.runs import resolve_data
 
 MARKER = ".taskcut-demo"
 #: Fine-tuning of every device and of its control: plain. Distillation from the dense model
@@ -126,7 +126,7 @@ def demo(out: Path, device: str = "cpu", show_progress: bool = True) -> dict[str
         "comparison": comparison, "compare": COMPARE,
         "seconds": {"base": t_base, "fleet": t_fleet, "compare": t_compare},
     }
-    from .demo_report import write_reports
+    from ..report.demo import write_reports
 
     write_reports(out, result, device)
     result["seconds"]["total"] = time.perf_counter() - t0
