@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import DistillConfig, TrainConfig
 from .cut.decompose import evaluating, task_outputs
+from .cut.budget import ON_ARTIFACT, parse_budget
 from .cut.fuse import check_sparsity, parse_rule
 from .cut.prune import PROVENANCE_ROOM, prune_scored
 from .cut.score import prunable_parameters, score
@@ -141,7 +142,8 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
                 example_input: torch.Tensor | None = None, transform: Transform | None = None,
                 device: torch.device | str = "cpu", max_batches: int | None = None, round_to: int | None = None,
                 budget: str | None = None, scores: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                runtime: str = "onnxruntime", threads: int = 2) -> TaskModel:
+                runtime: str | None = None, int8: bool = False, threads: int = 2,
+                calibration: Iterable[Any] | None = None) -> TaskModel:
     """CUT on any model: a compact copy holding only the `keep` tasks, at `sparsity`, returned as a
     `TaskModel` record (`.model` the compact module, `.tasks` the kept tasks, `.budget` the budget
     report, `.left_whole` the layers structured pruning left whole; `save` and `export_model`
@@ -154,9 +156,12 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     `round_to` (faster on CPUs; 1 allows finer steps on small models; unset, 8, and single
     channels where 8 cannot reach the sparsity, which is said). Scores come from
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
-    sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "macs=500M", "latency=20ms",
-    see `taskcut.cut.budget`; latency measured in `runtime` with `threads`) asks for the least
-    pruning whose result fits it; the report is the record's `budget`. `scores` from
+    sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "transport=1MB", "memory=64MB",
+    "macs=500M", "latency=20ms", see `taskcut.cut.budget`) asks for the least pruning whose result
+    fits it; the report is the record's `budget`. With `runtime` (the device's: onnxruntime,
+    executorch, litert, openvino), size, transport, memory and latency are measured on the file
+    that runtime loads, run with `threads`, int8 with `int8` (calibrated on `calibration`, default
+    the batches' images); without it, size is taskcut's own file and latency ONNX Runtime's fp32. `scores` from
     `taskcut.score` on the full model (every task once) skip scoring: a task's scores are the
     same on any selection. To save an own model, give the record its factory first
     (`record.replace(factory="pkg.mod:build", kwargs={...})`) or pass them to `save`.
@@ -167,9 +172,14 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     if sparsity is not None:
         check_sparsity(sparsity)
     else:
-        from .cut.budget import parse_budget
+        from .cut.budget import check_measurable
 
-        parse_budget(str(budget))
+        check_measurable(parse_budget(str(budget)).kind, structured, runtime)
+    if (runtime is not None or int8) and (budget is None or parse_budget(str(budget)).kind not in ON_ARTIFACT):
+        raise TaskcutError("runtime= and int8= say where a size, transport, memory or latency budget is measured; "
+                           "they do not apply " + ("with a sparsity" if budget is None else "to this budget"))
+    if int8 and runtime is None:
+        raise TaskcutError("int8=True measures the budget on the runtime's int8 file: give runtime= too")
     data = Batches(batches, transform, device)
     first = data.first()
     kept = check_tasks(list(named), keep)
@@ -189,9 +199,22 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
         source: Iterable[Mapping[str, torch.Tensor]] = data if max_batches is None else \
             itertools.islice(data, max_batches)
         scores = score(small, specs, source, device=device)
+    deployment = None
+    if runtime is not None or (budget is not None and parse_budget(str(budget)).kind == "latency"):
+        from .deploy.artifact import Deployment
+
+        images = None
+        if int8:
+            from .deploy.export import CALIBRATION_IMAGES
+
+            taken = [b["image"].cpu() for b in itertools.islice(
+                Batches(calibration, transform, what="calibration batches") if calibration is not None else data,
+                CALIBRATION_IMAGES)]
+            images = torch.cat(taken)[:CALIBRATION_IMAGES]
+        deployment = Deployment(runtime or "onnxruntime", int8, threads, images)
     cut = prune_scored(small, scores, sparsity=sparsity, budget=budget, rule=rule, structured=structured,
                        example=example.to(device), file_bytes=lambda m: _file_bytes(selected.replace(model=m)),
-                       runtime=runtime, threads=threads, round_to=round_to)
+                       deployment=deployment, round_to=round_to)
     if cut.left_whole:
         from .progress import console
 

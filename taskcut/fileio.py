@@ -200,6 +200,11 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def file_sha256(path: Path | str) -> str:
     """SHA-256 of a file, read in chunks (data shards and model files are checked with it)."""
     h = hashlib.sha256()

@@ -80,7 +80,7 @@ def test_bad_budgets_are_clear_errors(budget: str, match: str) -> None:
 def test_macs_and_latency_budgets_need_structured_pruning(base: Path, synth_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "small.safetensors"
     result = _prune(base, synth_dir, out, "latency=5ms")
-    assert result.exit_code == 2 and "needs --structured" in result.output and not out.exists()
+    assert result.exit_code == 2 and "needs structured pruning" in result.output and not out.exists()
 
 
 def test_own_model_budget_through_the_api() -> None:
@@ -111,3 +111,32 @@ def test_a_fraction_of_the_dense_figure(base: Path, synth_dir: Path, tmp_path: P
     figure = count_macs(load(out), image)
     # within the budget, and near it: whole channels of this tiny model move MACs in steps of about 3%
     assert 0.9 * 0.5 * dense <= figure <= 0.5 * dense, (figure, dense)
+
+
+def test_own_model_budgets_on_the_runtimes_file_through_the_api(tmp_path: Path) -> None:
+    """`prune_model(runtime=...)`: size and memory of the file the runtime loads (int8 when asked), and the
+    download of an unstructured one; what cannot fall with sparsity is refused before any work."""
+    import taskcut
+    from taskcut import Task
+    from taskcut.deploy.artifact import Deployment, installed_bytes, write_artifact
+
+    from . import own_models
+
+    model = own_models.fpn().eval()
+    tasks = {"seg": Task.segmentation(classes=6), "depth": Task.depth(), "normal": Task.normal()}
+    data = own_models.batches(list(tasks))
+    small = taskcut.prune_model(model, tasks, data, keep=["seg", "depth"], budget="size=0.8", structured=True,
+                                runtime="onnxruntime", int8=True, round_to=1)
+    report = small.budget
+    assert report["int8"] and "model.onnx in onnxruntime, int8" in report["measured_on"]
+    written = write_artifact(small.model, data[0]["image"], Deployment("onnxruntime", True, 2, data[0]["image"]),
+                             tmp_path)
+    assert FLOOR["size"] * report["target"] <= installed_bytes(written) <= report["target"]
+    download = taskcut.prune_model(model, tasks, data, keep=["seg"], budget="transport=0.5", runtime="onnxruntime")
+    assert download.budget["kind"] == "transport" and download.budget["ratio"] >= FLOOR["transport"]
+    for kwargs, match in (({"budget": "memory=0.9", "runtime": "onnxruntime"}, "holds every weight"),
+                          ({"budget": "transport=0.5"}, "give the runtime"),
+                          ({"sparsity": 0.5, "runtime": "onnxruntime"}, "do not apply with a sparsity"),
+                          ({"budget": "size=0.5", "structured": True, "int8": True}, "give runtime= too")):
+        with pytest.raises(TaskcutError, match=match):
+            taskcut.prune_model(model, tasks, data, keep=["seg"], **kwargs)

@@ -181,6 +181,23 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
      _pruned("budget_report.kind", "macs")),
     ("prune", ["--budget", "latency=10s", "--structured", "--runtime", "torch", "--threads", "1"],
      {"zoo": OK, "own": OK}, _pruned("budget_report.runtime", "torch")),
+    # the device's file: installed (int8 or fp32), downloaded, in memory; a runtime file of an unstructured model
+    # holds every weight, so its size and memory are refused for it
+    ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},
+     _pruned("budget_report.measured_on", "installed bytes of model.onnx in onnxruntime, fp32, 2 threads")),
+    ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "onnxruntime", "--int8"], {"zoo": OK, "own": OK},
+     _pruned("budget_report.int8", True)),
+    ("prune", ["--budget", "transport=0.7", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},
+     _pruned("budget_report.kind", "transport")),
+    ("prune", ["--budget", "memory=0.99", "--structured", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},
+     _pruned("budget_report.kind", "memory")),
+    ("prune", ["--budget", "size=0.6", "--runtime", "onnxruntime"], {"zoo": "holds every weight",
+                                                                      "own": "holds every weight"}, _none),
+    ("prune", ["--budget", "transport=0.6"], {"zoo": "give the runtime", "own": "give the runtime"}, _none),
+    ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "torch"], {"zoo": "eager torch", "own": "eager torch"},
+     _none),
+    ("prune", ["--sparsity", "0.6", "--int8"], {"zoo": "--int8", "own": "--int8"}, _none),
+    ("prune", ["--budget", "params=0.5", "--runtime", "onnxruntime"], {"zoo": "--runtime", "own": "--runtime"}, _none),
     ("prune", ["--sparsity", "0.6", "--runtime", "torch"], {"zoo": "--runtime", "own": "--runtime"}, _none),
     ("prune", ["--sparsity", "0.6", "--threads", "1"], {"zoo": "--threads", "own": "--threads"}, _none),
     ("prune", ["--sparsity", "0.6", "--size", "32", "32"], {"zoo": "--size", "own": "--size"}, _none),
@@ -305,7 +322,7 @@ def test_the_python_jobs_refuse_what_the_commands_refuse(fx: Fx, tmp_path: Path,
 
     opened = jobs.open_source(fx.base["zoo"], data=fx.data) if source == "zoo" else jobs.open_source(config=fx.config)
     out = tmp_path / "out.safetensors"
-    with pytest.raises(TaskcutError, match="--runtime is where a latency budget is measured"):
+    with pytest.raises(TaskcutError, match="--runtime is the device's runtime"):
         jobs.prune(opened, jobs.PruneSettings(tasks=["seg"], sparsity=0.5, runtime="torch"), out)
     with pytest.raises(TaskcutError, match="--control needs --baseline"):
         jobs.evaluate(opened, fx.tuned[source], jobs.EvaluateSettings(control=True), out)

@@ -23,7 +23,7 @@ DEVICES = [
     {"name": "doorbell", "tasks": ["seg"], "budget": "macs=0.5", "structured": True, "runtime": "openvino",
      "int8": True},
     {"name": "camera", "tasks": ["seg", "depth"], "budget": "params=0.2", "runtime": "onnxruntime"},
-    {"name": "vacuum", "tasks": ["normal", "edge"], "budget": "size=0.5", "runtime": "onnxruntime"},
+    {"name": "vacuum", "tasks": ["normal", "edge"], "budget": "transport=0.5", "runtime": "onnxruntime"},
 ]
 
 

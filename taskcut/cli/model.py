@@ -60,12 +60,17 @@ def prune_cmd(
     sparsity: Optional[float] = typer.Option(None, help="Fraction of prunable weights to zero, in [0, 1)."),
     budget: Optional[str] = typer.Option(None, help="Instead of --sparsity, the least pruning that fits KIND=VALUE: "
                                                     "params=1.5M, params=0.3 (of the dense model), size=2MB, "
+                                                    "transport=1MB, memory=64MB (the last two with --runtime), "
                                                     "macs=500M or latency=20ms (the last two --structured)."),
-    runtime: Optional[str] = typer.Option(None, help="Where a latency budget is measured: onnxruntime (default) or "
-                                                     "torch."),
-    threads: Optional[int] = typer.Option(None, help="Threads for a latency budget (default 2)."),
-    size: Optional[tuple[int, int]] = typer.Option(None, help="Image height and width a latency or MACs budget is "
-                                                              "measured at (default: the data's)."),
+    runtime: Optional[str] = typer.Option(None, help="The device's runtime: size, transport, memory and latency "
+                                                     "budgets are measured on the file it loads (onnxruntime, "
+                                                     "executorch, litert, openvino; latency also torch). Without "
+                                                     "it, size is taskcut's own file and latency is onnxruntime's."),
+    int8: bool = typer.Option(False, "--int8", help="With --runtime: the device runs the int8 file; the budget is "
+                                                    "measured on it (calibrated on the train split)."),
+    threads: Optional[int] = typer.Option(None, help="Threads the runtime runs with (default 2)."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Image height and width a latency, MACs or memory "
+                                                              "budget is measured at (default: the data's)."),
     data: Optional[str] = typer.Option(None, help="KIND:PATH of the data whose train split is scored, e.g. "
                                                   "synth:DIR (an own model's --config names its data)."),
     config: Optional[Path] = typer.Option(None, help="YAML naming your own model's factory, weights, tasks and "
@@ -92,7 +97,7 @@ def prune_cmd(
 
     _check_device(device)
     settings = make(PruneSettings, tasks=_task_list(tasks), sparsity=sparsity, budget=budget, rule=fusion,
-                    structured=structured, scores=scores, runtime=runtime, threads=threads, size=size,
+                    structured=structured, scores=scores, runtime=runtime, int8=int8, threads=threads, size=size,
                     scoring=make(ScoringSettings, batches=batches, batch_size=batch_size))
     source = open_source(base, config, data)
     with _distributed(device) as device:

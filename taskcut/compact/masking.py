@@ -58,7 +58,9 @@ def unmask(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         # Not `remove_parametrizations`: it deletes the property from the parametrized class, which a
         # deep copy shares with its original, so unmasking a copy would break the original model.
-        values = {attr: (plist.original, getattr(module, attr).detach().clone())
+        # `weight * mask` leaves -0.0 where a negative weight was masked: written as +0.0, so every pruned
+        # weight is the same bytes (an exported file's zeros then compress alike, whatever the weights were)
+        values = {attr: (plist.original, _plain_zeros(getattr(module, attr).detach()))
                   for attr, plist in module.parametrizations.items()}
         plain_class = parametrize.type_before_parametrizations(module)
         delattr(module, "parametrizations")
@@ -68,6 +70,10 @@ def unmask(model: nn.Module) -> dict[str, torch.Tensor]:
                 original.copy_(value)
             module.register_parameter(attr, original)
     return masks
+
+
+def _plain_zeros(value: torch.Tensor) -> torch.Tensor:
+    return torch.where(value == 0, torch.zeros_like(value), value)
 
 
 def remask_zeros(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ and `taskcut.prune_model` make the cut, so a model file and an own model are cut
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from torch import nn
 from ..compact.masking import apply_masks, masks_of, unmask
 from ..errors import TaskcutError
 from .fuse import fuse
+
+if TYPE_CHECKING:
+    from ..deploy.artifact import Deployment
 
 #: Room left in a measured file for the provenance the real one carries (how it was made, the budget report).
 PROVENANCE_ROOM = {"room": "x" * 2048}
@@ -49,15 +52,16 @@ def nonzero_parameters(model: nn.Module) -> int:
 def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], *, sparsity: float | None,
                  budget: str | None, rule: str = "vote", structured: bool = False,
                  example: torch.Tensor | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
-                 runtime: str = "onnxruntime", threads: int = 2, round_to: int | None = None,
+                 deployment: Deployment | None = None, round_to: int | None = None,
                  structured_example: torch.Tensor | None = None) -> Cut:
     """Cut `small` (the selected model; it may carry masks, whose zeros stay zero) with its CUT
     `scores`. `example` is the input a budget is measured on; `structured_example` (default: its
-    first item) the one structured pruning traces."""
+    first item) the one structured pruning traces; `deployment` the device's runtime, where a
+    budget's figure is measured on the runtime's file (see `prune_to_budget`)."""
     before = sum(p.numel() for p in small.parameters())
     if budget is not None:
         model, report = prune_to_budget(small, scores, budget, rule, structured, example, round_to, file_bytes,
-                                        runtime=runtime, threads=threads)
+                                        deployment=deployment)
         return Cut(model, report["sparsity"], report["sparsity"], params_before=before,
                    params_after=nonzero_parameters(model), budget=report)
     assert sparsity is not None
@@ -87,15 +91,20 @@ def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tenso
 def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
                     rule: str = "vote", structured: bool = False, example: torch.Tensor | None = None,
                     round_to: int | None = None, file_bytes: Callable[[nn.Module], float] | None = None,
-                    runtime: str = "onnxruntime", threads: int = 2) -> tuple[nn.Module, dict[str, Any]]:
+                    deployment: Deployment | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The least-pruned copy of `small` that fits `budget` (see `taskcut.cut.budget`), and a report:
-    the budget, the figure reached and the sparsity chosen. `small` holds the selected tasks and
-    may carry masks; `scores` are its CUT scores; `file_bytes` writes a model and measures the file."""
+    the budget, the figure reached, the sparsity chosen and what the figure was measured on.
+    `small` holds the selected tasks and may carry masks; `scores` are its CUT scores;
+    `file_bytes` writes a model and measures the file (a `size` budget without a runtime: taskcut's
+    own file). With a `deployment` (the device's runtime, int8 or not, threads), `size`,
+    `transport`, `memory` and `latency` are measured on the file that runtime loads (int8 when
+    the deployment is); a latency budget without one is timed in ONNX Runtime fp32 on 2 threads."""
     import copy
     import statistics
 
     from ..compact.structured import structured_prune
-    from .budget import FLOOR, STRUCTURED_ONLY, least_pruning, parse_budget
+    from .budget import BYTES, FLOOR, check_measurable, least_pruning, parse_budget
+    from ..deploy.artifact import Deployment, measure_artifact
     from ..deploy.bench import count_macs, latencies
     from ..deploy.export import baked
 
@@ -105,11 +114,10 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     # ragged widths run slower, which a latency budget would pay for)
     round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     parsed = parse_budget(budget)
-    if parsed.kind in STRUCTURED_ONLY and not structured:
-        raise TaskcutError(f"a {parsed.kind} budget needs structured pruning: unstructured zeros change neither "
-                           "MACs nor latency")
-    if structured and example is None:
-        raise TaskcutError("structured pruning to a budget needs an example input")
+    check_measurable(parsed.kind, structured, deployment.runtime if deployment is not None else None)
+    if (structured or deployment is not None) and example is None:
+        raise TaskcutError("structured pruning or a runtime's figure needs an example input")
+    timing = deployment or Deployment()
     total = sum(p.numel() for p in small.parameters())
     existing = masks_of(small)
     cache: dict[float, tuple[nn.Module, float]] = {}
@@ -130,6 +138,8 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         if parsed.kind == "params":
             zeros = sum(int((~m).sum()) for m in masks_of(model).values())
             return float(sum(p.numel() for p in model.parameters()) - zeros)
+        if parsed.kind in BYTES and deployment is not None:
+            return measure_artifact(model, example[:1], deployment, parsed.kind)
         if parsed.kind == "size":
             if file_bytes is None:
                 raise TaskcutError("a size budget needs a way to write the model (give file_bytes)")
@@ -137,7 +147,9 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         if parsed.kind == "macs":
             return float(count_macs(model, example[:1]))
         image = example[:1].cpu()
-        return statistics.median(latencies(baked(model).cpu(), image, runtime, threads, warmup=3, runs=15)[0]) * 1e3
+        calibration = timing.calibration if timing.int8 else None
+        return statistics.median(latencies(baked(model).cpu(), image, timing.runtime, timing.threads, warmup=3,
+                                           runs=15, calibration=calibration)[0]) * 1e3
 
     # a fraction of the dense model on these tasks: of all its parameters, or of its measured figure,
     # which the search's first measurement (sparsity 0) then reuses instead of timing the dense model again
@@ -156,11 +168,21 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
             cache[s] = (model, value)
         return value
 
-    unit = {"size": " bytes", "latency": " ms"}.get(parsed.kind, "")
+    unit = " bytes" if parsed.kind in BYTES else " ms" if parsed.kind == "latency" else ""
     sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
     model = cache[sparsity][0]
     report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
               "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
-    if parsed.kind == "latency":  # where the time was measured: the runtime and threads asked for
-        report.update({"runtime": runtime, "threads": threads, "input": list(example[:1].shape)})
+    if parsed.kind == "latency" or (parsed.kind in BYTES and deployment is not None):
+        # what the figure was measured on: the runtime's file, int8 or fp32, the threads, the input
+        report.update({"runtime": timing.runtime, "int8": timing.int8, "threads": timing.threads,
+                       "input": list(example[:1].shape),
+                       "measured_on": f"{MEASURED[parsed.kind]} of {timing.describe()}"})
+    elif parsed.kind == "size":
+        report["measured_on"] = "bytes of the taskcut model file (.safetensors, packed masks)"
     return model, report
+
+
+#: What each figure measured on a runtime's file is.
+MEASURED = {"size": "installed bytes", "transport": "bytes of the .tar.xz download", "latency": "median latency",
+            "memory": "peak memory added to load and run one input"}

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..cut.budget import ON_ARTIFACT
 from ..cut.fuse import check_sparsity, parse_rule
 from ..cut.prune import PROVENANCE_ROOM, prune_scored
 from ..errors import TaskcutError
@@ -54,6 +55,24 @@ class PruneResult:
         return self.dense_bytes()
 
 
+def _to(kind: str | None) -> str:
+    return "with --sparsity" if kind is None else f"to a {kind} budget"
+
+
+def deployment_of(source: Source, settings: PruneSettings, specs: dict[str, TaskSpec]) -> Any:
+    """Where the budget is measured: the runtime's file for a size, transport, memory or latency budget
+    given a runtime (int8 calibrated on the train split), ONNX Runtime fp32 for a latency one without;
+    None otherwise (a size budget without a runtime: taskcut's own file)."""
+    from ..cut.budget import parse_budget
+    from ..deploy.artifact import Deployment
+
+    kind = parse_budget(settings.budget).kind if settings.budget is not None else None
+    if kind not in ON_ARTIFACT or (settings.runtime is None and kind != "latency"):
+        return None
+    return Deployment(settings.runtime or "onnxruntime", settings.int8, settings.threads or 2,
+                      source.calibration(specs) if settings.int8 else None)
+
+
 def check_prune(source: Source, settings: PruneSettings) -> list[str]:
     """Every refusal that needs no work; the chosen tasks in the model's order."""
     if (settings.sparsity is None) == (settings.budget is None):
@@ -62,24 +81,24 @@ def check_prune(source: Source, settings: PruneSettings) -> list[str]:
     if settings.sparsity is not None:
         check_sparsity(settings.sparsity)
     else:
-        from ..cut.budget import STRUCTURED_ONLY, parse_budget
+        from ..cut.budget import check_measurable, parse_budget
 
         kind = parse_budget(settings.budget).kind
-        if kind in STRUCTURED_ONLY and not settings.structured:
-            raise TaskcutError(f"a {kind} budget needs --structured: unstructured zeros change neither MACs nor "
-                               "latency")
-        if kind == "latency":
-            from ..deploy.bench import check_runtime
-
-            check_runtime(settings.runtime or "onnxruntime", False)
-    if kind != "latency":
+        check_measurable(kind, settings.structured, settings.runtime)
+    if kind not in ON_ARTIFACT:
         for option, value in (("--runtime", settings.runtime), ("--threads", settings.threads)):
             if value is not None:
-                raise TaskcutError(f"{option} is where a latency budget is measured; it does not apply without "
-                                   "--budget latency=...")
-    if settings.size is not None and kind not in ("latency", "macs"):
-        raise TaskcutError("--size is the input a latency or MACs budget is measured at; it does not apply "
-                           f"{'with --sparsity' if kind is None else f'to a {kind} budget'}")
+                raise TaskcutError(f"{option} is the device's runtime a size, transport, memory or latency budget is "
+                                   f"measured in; it does not apply {_to(kind)}")
+    if settings.int8 and settings.runtime is None:
+        raise TaskcutError("--int8 measures a budget on the runtime's int8 file: give --runtime too")
+    if kind in ON_ARTIFACT and (settings.runtime is not None or kind == "latency"):
+        from ..deploy.bench import check_runtime
+
+        check_runtime(settings.runtime or "onnxruntime", settings.int8)
+    if settings.size is not None and kind not in ("latency", "macs", "memory"):
+        raise TaskcutError(f"--size is the input a latency, MACs or memory budget is measured at; it does not "
+                           f"apply {_to(kind)}")
     chosen = tasks_of(source, settings.tasks)
     parse_rule(settings.rule, len(chosen))
     if settings.structured and settings.rule == "score-sum":
@@ -140,7 +159,7 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         if budgeted or settings.structured else None
     cut = prune_scored(small, scores, sparsity=settings.sparsity, budget=settings.budget, rule=settings.rule,
                        structured=settings.structured, example=example, file_bytes=file_bytes,
-                       runtime=settings.runtime or "onnxruntime", threads=settings.threads or 2,
+                       deployment=deployment_of(source, settings, specs),
                        structured_example=None if budgeted or example is None else example[:1])
     if budgeted:
         provenance.update({"budget": settings.budget, **source.scoring_provenance(scoring),

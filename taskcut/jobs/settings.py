@@ -35,9 +35,12 @@ class PruneSettings(Strict):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     #: Scores of every task written by `taskcut score` for this source: no forward or backward pass.
     scores: Path | None = None
-    #: Where a latency budget is measured (default onnxruntime, 2 threads: refused without a latency
-    #: budget), and the input size of a latency or MACs budget.
+    #: The device's runtime, int8 or fp32, and threads: a size, transport, memory or latency budget is
+    #: measured on the file that runtime loads (a latency one in onnxruntime fp32 on 2 threads when no
+    #: runtime is given; refused for other budgets). `size` is the input a latency, MACs or memory
+    #: budget is measured at.
     runtime: str | None = None
+    int8: bool = False
     threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     size: tuple[Side, Side] | None = None
 

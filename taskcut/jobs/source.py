@@ -249,6 +249,10 @@ class Source:
     def check_export(self, settings: ExportSettings) -> None:
         """Export settings this source cannot apply, refused before any work."""
 
+    def calibration(self, specs: Mapping[str, TaskSpec]) -> torch.Tensor:
+        """Images of the train split that int8 is calibrated on (the same an int8 export uses)."""
+        raise NotImplementedError
+
     def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
                       settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
         """Sample inputs the exported file is checked on, int8 calibration images (None for fp32), the
@@ -457,6 +461,11 @@ class FileSource(Source):
         cfg, data, crop = schedule
         path = dense_control(baseline, tasks, cfg, data, crop, device, show_progress)
         return load(path, device), path, cfg.model_dump()
+
+    def calibration(self, specs: Mapping[str, TaskSpec]) -> torch.Tensor:
+        from ..deploy.export import training_images
+
+        return training_images(self._data(), specs)
 
     def export_inputs(self, path: Path, specs: Mapping[str, TaskSpec],
                       settings: ExportSettings) -> tuple[torch.Tensor, torch.Tensor | None, Any, dict[str, Any]]:
@@ -729,6 +738,9 @@ class YamlSource(Source):
             teacher=teacher)
         self.save(selected.replace(model=dense.cpu()), path, {"control": key_data})
         return dense, path
+
+    def calibration(self, specs: Mapping[str, TaskSpec]) -> torch.Tensor:
+        return self.calibration_images()
 
     def calibration_images(self) -> torch.Tensor:
         """The first images of the train split: int8 calibration."""

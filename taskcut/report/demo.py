@@ -60,15 +60,16 @@ def terminal_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def device_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     columns = ["device", "tasks", "pruning", "budget", "reached", "sparsity", "delta_T vs dense",
-               "delta_T vs control", "non-zero params", "model file", "runtime", "exported file", "latency",
-               "latency / dense"]
+               "delta_T vs control", "non-zero params", "taskcut file", "runtime", "deployed file", "download (xz)",
+               "peak memory", "latency", "latency / dense"]
     rows = []
     for d in result["devices"]:
         rows.append([
             d["device"], ", ".join(d["tasks"].split()), "structured" if d["structured"] else "unstructured",
             d["budget"], f"{d['budget_ratio']:.2f} x budget", f"{d['sparsity']:.3f}",
             _pct(d["delta_T_vs_dense"]), _pct(d["delta_T_vs_control"]), f"{int(d['params_nonzero']):,}",
-            f"{d['file_bytes'] / 1e6:.2f} MB", runtime_label(d), f"{d['export_bytes'] / 1e6:.2f} MB", f"{d['latency_ms']:.2f} ms",
+            f"{d['file_bytes'] / 1e6:.2f} MB", runtime_label(d), f"{d['export_bytes'] / 1e6:.2f} MB",
+            f"{d['transport_bytes'] / 1e6:.2f} MB", f"{d['memory_bytes'] / 1e6:.1f} MB", f"{d['latency_ms']:.2f} ms",
             f"{d['latency_vs_dense']:.2f}x",
         ])
     return columns, rows

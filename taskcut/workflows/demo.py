@@ -54,7 +54,7 @@ def devices(runtime: str) -> list[dict[str, Any]]:
         {"name": "doorbell", "tasks": ["seg"], "budget": "latency=0.4", "structured": True, "runtime": runtime,
          "int8": True},
         {"name": "camera", "tasks": ["seg", "depth"], "budget": "params=0.1", "runtime": "onnxruntime"},
-        {"name": "robot", "tasks": ["normal", "keypoint", "edge"], "budget": "size=0.35", "runtime": "onnxruntime"},
+        {"name": "robot", "tasks": ["normal", "keypoint", "edge"], "budget": "transport=0.35", "runtime": "onnxruntime"},
     ]
 
 

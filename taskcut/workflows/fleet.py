@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from ..config import DistillConfig
 from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, Strict, safe_yaml
-from ..cut.budget import STRUCTURED_ONLY, parse_budget
+from ..cut.budget import ON_ARTIFACT, STRUCTURED_ONLY, check_measurable, parse_budget
 from ..deploy.formats import format_of_runtime
 from ..errors import TaskcutError
 from ..fileio import file_sha256, folder_lock, read_csv, write_csv, write_text
@@ -149,10 +149,11 @@ def load_fleet(path: Path) -> Fleet:
         if unknown:
             raise TaskcutError(f"device {device.name!r} names task(s) {', '.join(unknown)} that {fleet.base or fleet.config} lacks "
                                f"(it has {', '.join(model_tasks)})")
-        if parse_budget(device.budget).kind in STRUCTURED_ONLY and not device.structured:
-            raise TaskcutError(f"device {device.name!r}: a {parse_budget(device.budget).kind} budget needs "
-                               "structured: true")
+        kind = parse_budget(device.budget).kind
+        if kind in STRUCTURED_ONLY and not device.structured:
+            raise TaskcutError(f"device {device.name!r}: a {kind} budget needs structured: true")
         try:
+            check_measurable(kind, device.structured, device.runtime if kind in ON_ARTIFACT else None)
             from ..deploy.bench import check_runtime
 
             check_runtime(device.runtime, device.int8)
@@ -218,14 +219,15 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
         compact, tuned = folder / "compact.safetensors", folder / "tuned.safetensors"
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
         kind = parse_budget(dev.budget).kind
-        timed = kind == "latency"  # the device's runtime and the fleet's threads
+        deployed = kind in ON_ARTIFACT  # measured on the device's file: its runtime, int8 or not, the fleet's threads
         settings = PruneSettings(tasks=dev.tasks, budget=dev.budget, structured=dev.structured, scores=scores,
-                                 runtime=dev.runtime if timed else None, threads=fleet.bench.threads if timed else None,
+                                 runtime=dev.runtime if deployed else None, int8=dev.int8 if deployed else False,
+                                 threads=fleet.bench.threads if deployed else None,
                                  size=tuple(fleet.bench.size) if kind in STRUCTURED_ONLY else None)
         summary = prune(source, settings, compact, force=True, device=device, show_progress=show_progress)
         assert summary is not None and summary.budget is not None
         report, record = _tune_and_deploy(fleet, dev, compact, tuned, folder, exported, device, show_progress)
-        bench = _bench(tuned, exported, fleet)
+        bench = _bench(tuned, exported, fleet, dev, record)
         return _row(dev, summary.budget, report["baseline"]["delta_T"], report.get("control", {}).get("delta_T"),
                     summary.params_after, tuned, bench, dense, record)
 
@@ -291,17 +293,24 @@ def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str
     return rows
 
 
+#: Which columns a row holds: a row written with fewer (before transport and memory) is computed again.
+ROW_COLUMNS = 2
+
+
 def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:
     """What made a device's row: a change in any of it makes the row stale."""
     what = {"device": dev.model_dump(mode="json"), "bench": fleet.bench.model_dump(mode="json"),
-            "settings": settings}
+            "settings": settings, "columns": ROW_COLUMNS}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:
-    """MACs from the model file; latency and size from the exported file in the device's runtime."""
+def _bench(tuned: Path, exported: Path, fleet: Fleet, dev: Device, record: dict[str, Any]) -> dict[str, Any]:
+    """MACs from the model file; latency and size from the exported file in the device's runtime; its
+    download (`.tar.xz`, written beside it) and the peak memory the runtime adds to load it and run one
+    input of the size it was exported for."""
     import torch
 
+    from ..deploy.artifact import Deployment, peak_memory, write_transport
     from ..deploy.bench import count_macs, measure
     from ..deploy.export import baked
     from ..jobs.source import source_of_file
@@ -315,7 +324,9 @@ def _bench(tuned: Path, exported: Path, fleet: Fleet) -> dict[str, Any]:
         own = source_of_file(tuned, fleet.config) if fleet.config is not None else None
         on_file = measure(tuned, on_file["runtime"], fleet.bench.threads, size, runs=fleet.bench.runs,
                           int8=bool(on_file.get("int8")), data=fleet.data, source=own)
-    return {**on_file, "macs": macs}
+    transport = write_transport(exported).stat().st_size
+    memory = peak_memory(exported, Deployment(dev.runtime, dev.int8, fleet.bench.threads), [1, *record["input"]])
+    return {**on_file, "macs": macs, "transport_bytes": transport, "memory_bytes": memory}
 
 
 def _row(dev: Device, budget: dict[str, Any], vs_dense: float | None, vs_control: float | None, params: int,
@@ -329,7 +340,8 @@ def _row(dev: Device, budget: dict[str, Any], vs_dense: float | None, vs_control
         "file_bytes": tuned.stat().st_size, "macs": bench["macs"], "latency_ms": bench["latency_ms_median"],
         "latency_vs_dense": bench["latency_ms_median"] / dense["latency_ms_median"],
         "runtime": dev.runtime, "int8": dev.int8,
-        "export_bytes": bench.get("export_bytes", bench["file_bytes"]),
+        "export_bytes": bench.get("export_bytes", bench["file_bytes"]), "transport_bytes": bench["transport_bytes"],
+        "memory_bytes": bench["memory_bytes"],
         "export_max_abs_diff": max(r["max_abs_diff"] for r in record["check"].values()),
         "export_delta_T_vs_fp32": evaluation.get("delta_T"),
     }
@@ -368,7 +380,8 @@ def _plot(rows: list[dict[str, Any]]) -> str:
 
 def _html(fleet: Fleet, rows: list[dict[str, Any]], dense: dict[str, Any], score_seconds: float | None) -> str:
     cols = ["device", "tasks", "budget", "reached", "budget_ratio", "sparsity", "delta_T_vs_dense",
-            "delta_T_vs_control", "params_nonzero", "file_bytes", "latency_ms", "latency_vs_dense"]
+            "delta_T_vs_control", "params_nonzero", "file_bytes", "export_bytes", "transport_bytes", "memory_bytes",
+            "latency_ms", "latency_vs_dense"]
 
     def cell(v: Any) -> str:
         if isinstance(v, float):
