@@ -140,3 +140,16 @@ def test_own_model_budgets_on_the_runtimes_file_through_the_api(tmp_path: Path) 
                           ({"budget": "size=0.5", "structured": True, "int8": True}, "give runtime= too")):
         with pytest.raises(TaskcutError, match=match):
             taskcut.prune_model(model, tasks, data, keep=["seg"], **kwargs)
+
+
+def test_an_int8_latency_budget_at_another_size_than_the_data(base: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """The int8 file timed at --size is calibrated on the train images resized to that size (the demo's
+    int8 device times 224 x 224 on 64 x 64 data)."""
+    from taskcut.models import read_spec
+
+    out = tmp_path / "small.safetensors"
+    result = _prune(base, synth_dir, out, "latency=10s", "--structured", "--runtime", "onnxruntime", "--int8",
+                    "--size", "48", "48")
+    assert result.exit_code == 0, result.output
+    report = read_spec(out)["provenance"]["budget_report"]
+    assert report["int8"] and report["input"] == [1, 3, 48, 48] and "int8" in report["measured_on"]

@@ -187,6 +187,9 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
      _pruned("budget_report.measured_on", "installed bytes of model.onnx in onnxruntime, fp32, 2 threads")),
     ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "onnxruntime", "--int8"], {"zoo": OK, "own": OK},
      _pruned("budget_report.int8", True)),
+    ("prune", ["--budget", "latency=10s", "--structured", "--runtime", "onnxruntime", "--int8", "--size", "32", "32"],
+     {"zoo": OK, "own": OK}, _pruned("budget_report.measured_on", "median latency of model.onnx in onnxruntime, int8, "
+                                                                  "2 threads")),
     ("prune", ["--budget", "transport=0.7", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},
      _pruned("budget_report.kind", "transport")),
     ("prune", ["--budget", "memory=0.99", "--structured", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},

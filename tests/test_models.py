@@ -80,3 +80,18 @@ def test_load_refuses_tensors_that_do_not_fit_the_spec(tmp_path: Path) -> None:
     save_file(tensors, str(path), metadata={"taskcut": json.dumps(spec)})
     with pytest.raises(TaskcutError, match="missing.*conv3.bias"):
         load(path)
+
+
+@pytest.mark.parametrize("tasks", [["seg"], ["depth", "seg"], ["seg", "normal", "depth", "keypoint", "edge"]])
+def test_the_layout_put_together_from_parts_is_the_built_models(tasks: list[str]) -> None:
+    """`layout` (files are checked against it, structured changes recorded as its differences) equals the
+    shapes and order of the model the config builds, for any selection of heads."""
+    from taskcut.config import load_config
+    from taskcut.models.multitask import layout
+
+    full = load_config("synth-tiny").model
+    config = full.model_copy(update={"tasks": {t: full.tasks[t] for t in tasks}}, deep=True)
+    model = build_model(config)
+    count, shapes = layout(config)
+    assert list(shapes.items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert count == sum(p.numel() for p in model.parameters())

@@ -147,7 +147,7 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
         if parsed.kind == "macs":
             return float(count_macs(model, example[:1]))
         image = example[:1].cpu()
-        calibration = timing.calibration if timing.int8 else None
+        calibration = timing.calibration_for(image)
         return statistics.median(latencies(baked(model).cpu(), image, timing.runtime, timing.threads, warmup=3,
                                            runs=15, calibration=calibration)[0]) * 1e3
 

@@ -56,11 +56,9 @@ def select(model: nn.Module | TaskModel, tasks: Sequence[str],
     if isinstance(module, MultiTaskModel):
         chosen = check_tasks(module.tasks, tasks)
         config = module.config.model_copy(update={"tasks": {t: module.config.tasks[t] for t in chosen}}, deep=True)
-        small = copy.deepcopy(module)
-        for name in module.tasks:
-            if name not in chosen:
-                del small.heads[name]
-        small.config = config
+        # the trunk and the chosen heads copied, not the unselected heads (a fleet selects once per device)
+        small = MultiTaskModel(copy.deepcopy(module.trunk), {t: copy.deepcopy(module.heads[t]) for t in chosen},
+                               config).train(module.training)
         specs = config.task_specs()
         return given.replace(model=small, tasks={t: specs[t] for t in chosen})
     small, record = _select_own(module, tasks, example_input)

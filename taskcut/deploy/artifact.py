@@ -36,11 +36,12 @@ from .formats import format_of_runtime
 PROBE_SECONDS = 300
 #: xz preset of the transport file: 6 is xz's default, the usual choice for update packages.
 XZ_PRESET = 6
-#: Probes whose median is the peak memory: one probe varies by about 1% between runs (the allocator's
-#: pages and the runtime's threads), the median of three far less.
-MEMORY_PROBES = 3
-#: What one memory probe may vary by (measured: ONNX Runtime on synth-tiny, steps of about 1.2%).
-MEMORY_NOISE = 0.015
+#: Probes whose median is the peak memory: one probe varies between runs (the allocator's pages and the
+#: runtime's threads: over 5% of a 20 MB process running a tiny model), the median of five far less.
+MEMORY_PROBES = 5
+#: What the median of the probes may vary by between measurements (measured with ONNX Runtime: single probes
+#: move in steps of about 1.2% and range over 5% on a tiny model, medians of five over 1.3%).
+MEMORY_NOISE = 0.03
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class Deployment:
     threads: int = 2
     calibration: torch.Tensor | None = None
 
+    def calibration_for(self, example: torch.Tensor) -> torch.Tensor | None:
+        """The int8 calibration images at `example`'s height and width (None for fp32): a file exported at
+        another size than the data's (a latency budget at 224 x 224) is calibrated at its own size."""
+        if not self.int8:
+            return None
+        if self.calibration is None:
+            raise TaskcutError("an int8 deployment needs calibration images")
+        return resized(self.calibration, tuple(example.shape[-2:]))
+
     def file_name(self) -> str:
         return f"model{format_of_runtime(self.runtime).suffix}"
 
@@ -63,18 +73,23 @@ class Deployment:
         return f"{self.file_name()} in {self.runtime}, {'int8' if self.int8 else 'fp32'}, {self.threads} threads"
 
 
+def resized(images: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Images at `size` (height, width): int8 calibration at the size a file is exported for."""
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
+    return images
+
+
 def write_artifact(model: nn.Module, example: torch.Tensor, deployment: Deployment, folder: Path) -> Path:
     """Write `model` (baked: no masks) in the deployment's format into `folder`; the file the runtime opens."""
     from .export import TupleOutputs
 
-    if deployment.int8 and deployment.calibration is None:
-        raise TaskcutError("an int8 deployment needs calibration images")
     form = format_of_runtime(deployment.runtime)
     with torch.no_grad():
         tasks = list(task_outputs(model(example[:1])))
     path = Path(folder) / deployment.file_name()
     form.module().write(TupleOutputs(model, tasks).eval(), example[:1].contiguous(),
-                        deployment.calibration if deployment.int8 else None, path, tasks)
+                        deployment.calibration_for(example), path, tasks)
     return path
 
 
@@ -117,10 +132,14 @@ def write_transport(path: Path) -> Path:
 
 def peak_memory(path: Path, deployment: Deployment, input_shape: Sequence[int]) -> int:
     """Bytes the runtime adds to a fresh process to load `path` and run it once on zeros of `input_shape`:
-    the median of `MEMORY_PROBES` fresh processes."""
+    the median of `MEMORY_PROBES` fresh processes, run at the same time (a process's peak memory does not
+    depend on the others; only the time would add up)."""
     import statistics
+    from concurrent.futures import ThreadPoolExecutor
 
-    return int(statistics.median(_probe(path, deployment, input_shape) for _ in range(MEMORY_PROBES)))
+    with ThreadPoolExecutor(MEMORY_PROBES) as pool:
+        peaks = list(pool.map(lambda _: _probe(path, deployment, input_shape), range(MEMORY_PROBES)))
+    return int(statistics.median(peaks))
 
 
 def _probe(path: Path, deployment: Deployment, input_shape: Sequence[int]) -> int:

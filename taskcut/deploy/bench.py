@@ -17,6 +17,7 @@ from torch import nn
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
 from ..hooks import forward_hooks
+from .artifact import resized
 from .export import TupleOutputs, baked, model_data, open_runner, record_path, training_images
 from .formats import FORMATS, RUNTIMES, format_of_file, format_of_runtime
 from ..models import load, read_spec
@@ -106,7 +107,7 @@ def measure(path: Path, runtime: str | None = None, threads: int = 2, size: tupl
     }
     calibration = None
     if int8:
-        calibration = _resized(source.calibration_images(), size) if source is not None else \
+        calibration = resized(source.calibration_images(), size) if source is not None else \
             _calibration(spec, data, size, path, model.config.task_specs())
     times, exported = latencies(model, image, runtime, threads, warmup, runs, tasks, calibration)
     if exported is not None:
@@ -121,14 +122,7 @@ def _calibration(spec: dict[str, Any], data: str | None, size: tuple[int, int], 
     data = data or model_data(spec)
     if data is None:
         raise TaskcutError(f"--int8 calibrates on training images: pass --data (no data recorded in {path})")
-    return _resized(training_images(data, specs), size)
-
-
-def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Calibration images at the size being timed."""
-    if tuple(images.shape[-2:]) != tuple(size):
-        images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
-    return images
+    return resized(training_images(data, specs), size)
 
 
 def _measure_file(path: Path, form: Any, runtime: str | None, threads: int, size: tuple[int, int] | None,

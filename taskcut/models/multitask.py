@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -123,12 +123,39 @@ def layout(config: ModelConfig) -> tuple[int, dict[str, tuple[int, ...]]]:
     key = config.model_dump_json()
     hit = _LAYOUTS.get(key)
     if hit is None:
-        with shapes_only():
-            model = build_model(config)
-        hit = (sum(p.numel() for p in model.parameters()), {k: tuple(v.shape) for k, v in model.state_dict().items()})
+        # put together from its parts, each built once (a fleet's devices select other heads of one trunk)
+        trunk, out_channels = _part(("trunk", config.depth, config.width),
+                                    lambda: DeepLabResNet(config.depth, config.width))
+        count, shapes = trunk[0], {f"trunk.{k}": v for k, v in trunk[1].items()}
+        for name, task in config.tasks.items():
+            head, _ = _part(("head", out_channels, config.head_hidden, task.channels, tuple(config.head_dilations),
+                             config.dropout),
+                            lambda: ASPPHead(out_channels, config.head_hidden, task.channels, config.head_dilations,
+                                             config.dropout))
+            count += head[0]
+            shapes.update({f"heads.{name}.{k}": v for k, v in head[1].items()})
+        hit = (count, shapes)
         if len(_LAYOUTS) >= 16:
             _LAYOUTS.pop(next(iter(_LAYOUTS)))
         _LAYOUTS[key] = hit
+    return hit
+
+
+_PARTS: dict[tuple, tuple[tuple[int, dict[str, tuple[int, ...]]], int]] = {}
+
+
+def _part(key: tuple, build: Callable[[], nn.Module]) -> tuple[tuple[int, dict[str, tuple[int, ...]]], int]:
+    """A trunk's or a head's parameter count and tensor shapes (and a trunk's output channels), built once
+    on the meta device."""
+    hit = _PARTS.get(key)
+    if hit is None:
+        with shapes_only():
+            module = build()
+        hit = ((sum(p.numel() for p in module.parameters()), {k: tuple(v.shape) for k, v in module.state_dict().items()}),
+               int(getattr(module, "out_channels", 0)))
+        if len(_PARTS) >= 64:
+            _PARTS.pop(next(iter(_PARTS)))
+        _PARTS[key] = hit
     return hit
 
 

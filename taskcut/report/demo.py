@@ -266,7 +266,7 @@ def _intro(result: dict[str, Any]) -> str:
             f"Unstructured zeros shrink the model file (stored sparse) but not the time a dense runtime takes: an "
             f"unstructured device is faster than the dense five-task model only by the heads it does not run; "
             f"structured pruning removes channels and int8 speeds up what is left. The model file is taskcut's "
-            f"(zeros stored sparse); the exported file is what the device's runtime loads.")
+            f"(zeros stored sparse); the deployed file is what the device's runtime loads, the download its .tar.xz (an update's size), the peak memory what the runtime adds to load it and run one input; a budget on a runtime is measured on these.")
 
 
 def markdown(result: dict[str, Any]) -> str:
