@@ -180,6 +180,8 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
                            "they do not apply " + ("with a sparsity" if budget is None else "to this budget"))
     if int8 and runtime is None:
         raise TaskcutError("int8=True measures the budget on the runtime's int8 file: give runtime= too")
+    if calibration is not None and not int8:
+        raise TaskcutError("calibration= is what int8 is calibrated on; it does not apply without int8=True")
     data = Batches(batches, transform, device)
     first = data.first()
     kept = check_tasks(list(named), keep)

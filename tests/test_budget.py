@@ -137,7 +137,9 @@ def test_own_model_budgets_on_the_runtimes_file_through_the_api(tmp_path: Path) 
     for kwargs, match in (({"budget": "memory=0.9", "runtime": "onnxruntime"}, "holds every weight"),
                           ({"budget": "transport=0.5"}, "give the runtime"),
                           ({"sparsity": 0.5, "runtime": "onnxruntime"}, "do not apply with a sparsity"),
-                          ({"budget": "size=0.5", "structured": True, "int8": True}, "give runtime= too")):
+                          ({"budget": "size=0.5", "structured": True, "int8": True}, "give runtime= too"),
+                          ({"budget": "size=0.5", "structured": True, "runtime": "onnxruntime", "calibration": data},
+                           "does not apply without int8")):
         with pytest.raises(TaskcutError, match=match):
             taskcut.prune_model(model, tasks, data, keep=["seg"], **kwargs)
 

@@ -200,6 +200,7 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
     ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "torch"], {"zoo": "eager torch", "own": "eager torch"},
      _none),
     ("prune", ["--sparsity", "0.6", "--int8"], {"zoo": "--int8", "own": "--int8"}, _none),
+    ("prune", ["--budget", "size=0.6", "--threads", "1"], {"zoo": "--threads", "own": "--threads"}, _none),
     ("prune", ["--budget", "params=0.5", "--runtime", "onnxruntime"], {"zoo": "--runtime", "own": "--runtime"}, _none),
     ("prune", ["--sparsity", "0.6", "--runtime", "torch"], {"zoo": "--runtime", "own": "--runtime"}, _none),
     ("prune", ["--sparsity", "0.6", "--threads", "1"], {"zoo": "--threads", "own": "--threads"}, _none),

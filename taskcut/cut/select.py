@@ -49,7 +49,8 @@ def select(model: nn.Module | TaskModel, tasks: Sequence[str],
 
     Own models need `example_input` (one batch of inputs) for the `delete` mechanism and for
     checking the result; without it only fx tracing is tried. A record from `open_model` (a saved
-    own model, already selected) can be selected again when both selections delete heads.
+    own model, already selected) can be selected again: the record then holds both selections, in
+    order, and a saved file replays them on what the factory builds.
     """
     given = as_record(model)
     module = given.model

@@ -10,13 +10,15 @@ masks, storage for the next pruning step). Three figures of the exported file:
 * peak memory: what the runtime adds to a process to load the file and run it once on an input of
   the device's size, measured in a child process (its peak resident set after the imports, the
   peak reset once they are done, minus the resident set then), so this process's allocations and
-  the runtime's import do not count.
+  the runtime's import do not count; glibc's mmap threshold is fixed there (`MMAP_THRESHOLD`), so
+  the figure does not depend on the order the runtime's threads happened to free its buffers.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -37,12 +39,16 @@ PROBE_SECONDS = 300
 #: xz preset of the transport file: 0, xz's fastest (a budget search compresses every trial): on the demo's
 #: robot file 2.5% larger than xz's default preset 6 in an eighth of the time (0.25 s against 1.9 s).
 XZ_PRESET = 0
-#: Probes whose median is the peak memory: one probe varies between runs (the allocator's pages and the
-#: runtime's threads: over 5% of a 20 MB process running a tiny model), the median of five far less.
-MEMORY_PROBES = 5
-#: What the median of the probes may vary by between measurements (measured with ONNX Runtime: single probes
-#: move in steps of about 1.2% and range over 5% on a tiny model, medians of five over 1.3%).
-MEMORY_NOISE = 0.03
+#: Probes whose median is the peak memory.
+MEMORY_PROBES = 3
+#: glibc's mmap threshold, fixed in a probe: by default it rises whenever a large buffer is freed, so which
+#: buffers are served from the heap (and kept there) depends on the order the runtime's threads free
+#: them, and the peak of one file varied by over 4% between runs (measured with ONNX Runtime on a tiny
+#: model: 18.9 to 19.7 MB); fixed, by 0.7% (16.41 to 16.53 MB). A process with glibc's default can hold
+#: more than the figure (there, up to 20%).
+MMAP_THRESHOLD = 65536
+#: What the median of the probes may still vary by between measurements.
+MEMORY_NOISE = 0.015
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,8 @@ def _probe(path: Path, deployment: Deployment, input_shape: Sequence[int]) -> in
     command = [sys.executable, "-m", "taskcut.deploy.memory_probe", str(path), deployment.runtime,
                str(deployment.threads), json.dumps(shape)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_SECONDS)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_SECONDS,
+                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)})
     except subprocess.TimeoutExpired:
         raise TaskcutError(f"measuring {deployment.runtime}'s memory on {Path(path).name} took over "
                            f"{PROBE_SECONDS} s") from None

@@ -92,6 +92,9 @@ def check_prune(source: Source, settings: PruneSettings) -> list[str]:
                                    f"measured in; it does not apply {_to(kind)}")
     if settings.int8 and settings.runtime is None:
         raise TaskcutError("--int8 measures a budget on the runtime's int8 file: give --runtime too")
+    if settings.threads is not None and settings.runtime is None and kind != "latency":
+        raise TaskcutError(f"--threads is what the runtime runs with; without --runtime a {kind} budget is measured "
+                           "on taskcut's own file")
     if kind in ON_ARTIFACT and (settings.runtime is not None or kind == "latency"):
         from ..deploy.bench import check_runtime
 

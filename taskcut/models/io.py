@@ -258,10 +258,11 @@ def _rebuild_own(path: Path, spec: dict[str, Any]) -> TaskModel:
 
     structure = spec.get("structure") or {}
     _check_recorded_shapes(path, structure, spec.get("masked") or {})
-    factory, kwargs = str(spec["model"]["factory"]), dict(spec["model"].get("kwargs") or {})
+    factory, kwargs = str(spec["model"]["factory"]), spec["model"].get("kwargs") or {}
     selection = spec.get("selection") or dict(NO_SELECTION)
-    if not isinstance(selection, dict):
-        raise TaskcutError(f"{path}: the spec's selection is not a mapping")
+    if not isinstance(selection, dict) or not isinstance(kwargs, dict):
+        raise TaskcutError(f"{path}: the spec's {'selection' if not isinstance(selection, dict) else 'kwargs'} "
+                           "is not a mapping")
     model = apply_selection(build_from_factory(factory, kwargs), selection)
     restore_structure(model, structure)
     tasks = {}

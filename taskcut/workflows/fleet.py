@@ -293,8 +293,9 @@ def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str
     return rows
 
 
-#: Which columns a row holds: a row written with fewer (before transport and memory) is computed again.
-ROW_COLUMNS = 2
+#: Which columns a row holds and how they are measured: an older row (before transport and memory, or
+#: before memory was measured with a fixed mmap threshold) is computed again.
+ROW_COLUMNS = 3
 
 
 def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:
