@@ -175,7 +175,8 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
         from .cut.budget import check_measurable
 
         check_measurable(parse_budget(str(budget)).kind, structured, runtime)
-    if (runtime is not None or int8) and (budget is None or parse_budget(str(budget)).kind not in ON_ARTIFACT):
+    kind = parse_budget(str(budget)).kind if budget is not None else None
+    if (runtime is not None or int8) and kind not in ON_ARTIFACT:
         raise TaskcutError("runtime= and int8= say where a size, transport, memory or latency budget is measured; "
                            "they do not apply " + ("with a sparsity" if budget is None else "to this budget"))
     if int8 and runtime is None:
@@ -202,7 +203,7 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
             itertools.islice(data, max_batches)
         scores = score(small, specs, source, device=device)
     deployment = None
-    if runtime is not None or (budget is not None and parse_budget(str(budget)).kind == "latency"):
+    if runtime is not None or kind == "latency":
         from .deploy.artifact import Deployment
 
         images = None

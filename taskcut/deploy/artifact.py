@@ -87,13 +87,16 @@ def resized(images: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return images
 
 
-def write_artifact(model: nn.Module, example: torch.Tensor, deployment: Deployment, folder: Path) -> Path:
-    """Write `model` (baked: no masks) in the deployment's format into `folder`; the file the runtime opens."""
+def write_artifact(model: nn.Module, example: torch.Tensor, deployment: Deployment, folder: Path,
+                   tasks: list[str] | None = None) -> Path:
+    """Write `model` (baked: no masks) in the deployment's format into `folder`; the file the runtime opens.
+    Its outputs are `tasks` in that order (default: the model's outputs on `example`)."""
     from .export import TupleOutputs
 
     form = format_of_runtime(deployment.runtime)
-    with torch.no_grad():
-        tasks = list(task_outputs(model(example[:1])))
+    if tasks is None:
+        with torch.no_grad():
+            tasks = list(task_outputs(model(example[:1])))
     path = Path(folder) / deployment.file_name()
     form.module().write(TupleOutputs(model, tasks).eval(), example[:1].contiguous(),
                         deployment.calibration_for(example), path, tasks)

@@ -17,8 +17,8 @@ from torch import nn
 from ..cut.decompose import task_outputs
 from ..errors import TaskcutError
 from ..hooks import forward_hooks
-from .artifact import resized
-from .export import TupleOutputs, baked, model_data, open_runner, record_path, training_images
+from .artifact import Deployment, installed_bytes, resized, write_artifact
+from .export import baked, model_data, open_runner, record_path, training_images
 from .formats import FORMATS, RUNTIMES, format_of_file, format_of_runtime
 from ..models import load, read_spec
 
@@ -184,14 +184,12 @@ def latencies(model: nn.Module, image: torch.Tensor, runtime: str = "onnxruntime
     if tasks is None:
         with torch.no_grad():
             tasks = list(task_outputs(model(image)))
+    deployment = Deployment(runtime, calibration is not None, threads, calibration)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"model{form.suffix}"
-        module = form.module()
-        module.write(TupleOutputs(model, tasks).eval(), image, calibration, path, tasks)
+        path = write_artifact(model, image, deployment, Path(tmp), tasks)
         runner = open_runner(path, form, threads, tasks)
         feed = image.numpy()
-        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        return _time(lambda: runner(feed), warmup, runs), size
+        return _time(lambda: runner(feed), warmup, runs), installed_bytes(path)
 
 
 def _time(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
