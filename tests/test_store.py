@@ -68,6 +68,30 @@ def test_truncated_shard_is_caught_by_its_checksum(synth_dir: Path, tmp_path: Pa
         SynthDataset(root, "train")
 
 
+def test_a_split_read_again_is_not_hashed_again_but_a_changed_shard_is(synth_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet opens one split dozens of times: it is read and checked once while its files stay as they
+    were; a shard changed since (even to the same size) is checked again and refused."""
+    from taskcut.data import store
+
+    root = _copy(synth_dir, tmp_path)
+    hashed: list[str] = []
+    real = store.file_sha256
+    monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    first = SynthDataset(root, "train")
+    assert hashed == ["train-0000.npz"]
+    second = SynthDataset(root, "train")
+    assert hashed == ["train-0000.npz"]  # read once
+    assert torch.equal(first.batch(torch.arange(3))["image"], second.batch(torch.arange(3))["image"])
+    shard = root / "train-0000.npz"
+    data = bytearray(shard.read_bytes())
+    data[-50] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(TaskcutError, match="checksum"):
+        SynthDataset(root, "train")
+    assert hashed == ["train-0000.npz", "train-0000.npz"]
+
+
 def test_deleted_shard_is_named(synth_dir: Path, tmp_path: Path) -> None:
     root = _copy(synth_dir, tmp_path)
     (root / "test-0000.npz").unlink()

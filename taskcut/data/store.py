@@ -134,13 +134,45 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+#: Splits read in this process, by what their files were when read: a demo or a fleet opens the same split
+#: dozens of times (every fine-tuning, control and evaluation), and hashing and unpacking its shards each
+#: time cost 0.18 s a time for synth-tiny. A file that changes (size, time or inode) is read and checked again.
+_SPLITS: "dict[tuple, dict[str, np.ndarray]]" = {}
+_SPLITS_MAX_BYTES = 1 << 30
+
+
+def _split_key(root: Path, split: str, entry: dict) -> tuple | None:
+    """What identifies a split's files as they are now; None when a shard is missing (the read says so)."""
+    files = [root / MANIFEST] + [root / str(s.get("file")) for s in entry["shards"] if isinstance(s, dict)]
+    try:
+        stats = [f.stat() for f in files]
+    except OSError:
+        return None
+    return (str(root.resolve()), split, tuple((str(f), s.st_size, s.st_mtime_ns, s.st_ino) for f, s in zip(files, stats)))
+
+
 def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndarray]:
-    """All arrays of one split, in their stored dtypes, after checking every shard against the manifest."""
+    """All arrays of one split, in their stored dtypes, after checking every shard against the manifest.
+    A split read before in this process, whose files have not changed since, is not read again; its
+    arrays are shared, so callers copy before writing (`SynthDataset.batch` indexes, which copies)."""
     manifest = read_manifest(root)
     splits = manifest["splits"]
     if split not in splits:
         raise TaskcutError(f"{root} has no {split!r} split; it has {', '.join(splits) or 'none'}")
     entry = splits[split]
+    key = _split_key(root, split, entry)
+    if key is not None and key in _SPLITS:
+        return dict(_SPLITS[key])
+    out = _read_split(root, manifest, split, entry, verify)
+    size = sum(a.nbytes for a in out.values())
+    if key is not None and verify and size <= _SPLITS_MAX_BYTES:
+        while _SPLITS and size + sum(a.nbytes for v in _SPLITS.values() for a in v.values()) > _SPLITS_MAX_BYTES:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = out
+    return dict(out)
+
+
+def _read_split(root: Path, manifest: dict, split: str, entry: dict, verify: bool) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {key: [] for key in STORED_DTYPES}
     for shard in entry["shards"]:
         file = inside(root, shard.get("file") if isinstance(shard, dict) else None, f"{root / MANIFEST}")

