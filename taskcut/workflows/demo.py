@@ -34,10 +34,11 @@ from ..train.runs import resolve_data
 MARKER = ".taskcut-demo"
 #: Fine-tuning of every device and of its control: plain. Distillation from the dense model
 #: (`--distill`) measured within a standard deviation of it on synth-tiny (README, "Fine-tuning that
-#: learns from the dense model"), so the demo does not pay its extra forward pass. 150 steps (the demo
-#: ran 300 before): fine-tuning is most of a cold demo, and the most steps that keep it under 0.4x
-#: the time of the demo before the base model shipped (`benchmarks/bench_demo.py`).
-FINETUNE: dict[str, Any] = {"steps": 150, "batch_size": 32, "lr": 5e-4, "val_every": 25}
+#: learns from the dense model"), so the demo does not pay its extra forward pass. 100 steps (the demo
+#: ran 300 before): fine-tuning is most of a cold demo; with the comparison's schedule the same, the
+#: camera's control ({seg, depth}) is the comparison's, trained once; and the demo stays well under 0.4x
+#: the time of the demo before the base model shipped (`benchmarks/bench_demo.py`; 150 steps was 0.42x).
+FINETUNE: dict[str, Any] = {"steps": 100, "batch_size": 32, "lr": 5e-4, "val_every": 25}
 SCORING = {"batches": 50, "batch_size": 8}
 #: Latency at 224 x 224 (at the data's 64 x 64 a call's fixed cost hides the compute), batch 1,
 #: the median of 20 warm runs on 2 threads.
@@ -52,8 +53,10 @@ FASTEST = ("openvino", "onnxruntime")
 
 def devices(runtime: str) -> list[dict[str, Any]]:
     """Three devices: different tasks (together all five), budgets of three kinds, structured and unstructured."""
+    # the doorbell's budget is 0.6 of the dense seg model's int8 latency: at 0.5 its most pruned model (0.9)
+    # measured 1.01x the budget in one cold run here (the int8 runtime's fixed cost per call)
     return [
-        {"name": "doorbell", "tasks": ["seg"], "budget": "latency=0.5", "structured": True, "runtime": runtime,
+        {"name": "doorbell", "tasks": ["seg"], "budget": "latency=0.6", "structured": True, "runtime": runtime,
          "int8": True},
         {"name": "camera", "tasks": ["seg", "depth"], "budget": "params=0.1", "runtime": "onnxruntime"},
         {"name": "robot", "tasks": ["normal", "keypoint", "edge"], "budget": "transport=0.35", "runtime": "onnxruntime"},
