@@ -1,6 +1,6 @@
 """`taskcut demo` on a tiny base model: the fleet, the comparison, report.html and report.md, and the warm rerun.
 
-The demo's own settings (synth-tiny, 300 fine-tuning steps) take minutes: the slow test runs them.
+The demo's own settings (synth-tiny, 100 fine-tuning steps) take minutes: the slow test runs them.
 """
 
 from __future__ import annotations

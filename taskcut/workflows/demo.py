@@ -32,9 +32,9 @@ from ..fileio import file_sha256, write_text
 from ..train.runs import resolve_data
 
 MARKER = ".taskcut-demo"
-#: Fine-tuning of every device and of its control: plain. Distillation from the dense model
-#: (`--distill`) measured within a standard deviation of it on synth-tiny (README, "Fine-tuning that
-#: learns from the dense model"), so the demo does not pay its extra forward pass. 100 steps (the demo
+#: Fine-tuning of every device and of its control: plain, the fleet's default (distillation from the
+#: dense model, `--distill`, gains 0.4-0.7 points at 100 steps on synth-tiny, README "Fine-tuning that
+#: learns from the dense model", for a teacher's forward pass every step). 100 steps (the demo
 #: ran 300 before): fine-tuning is most of a cold demo; with the comparison's schedule the same, the
 #: camera's control ({seg, depth}) is the comparison's, trained once; and the demo stays well under 0.4x
 #: the time of the demo before the base model shipped (`benchmarks/bench_demo.py`; 150 steps was 0.42x).
