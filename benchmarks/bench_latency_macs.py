@@ -56,13 +56,20 @@ def fleet_devices(folder: Path) -> list[tuple[str, torch.nn.Module, torch.nn.Mod
     """(label, tuned model, the base it was pruned from on its tasks) for every structured device of a fleet run."""
     from safetensors import safe_open
 
+    if "config_weights_sha256" in json.loads((folder / "settings.json").read_text()):
+        raise SystemExit(f"{folder} is a fleet of an own model (config:); this benchmark takes a model file's fleet")
+    with (folder / "fleet.csv").open() as f:
+        rows = list(csv.DictReader(f))
     out = []
-    for row in csv.DictReader((folder / "fleet.csv").open()):
+    for row in rows:
         if row["structured"] != "True":
             continue
         path = folder / "devices" / row["device"] / "tuned.safetensors"
         with safe_open(str(path), "pt") as f:
             source = Path(json.loads(f.metadata()["taskcut"])["provenance"]["source"])
+        if not source.is_file():  # recorded as the fleet file named it: run from where the fleet ran
+            raise SystemExit(f"{source}, the base model of {row['device']}, is not found from here; run this "
+                             "benchmark from the folder the fleet ran in")
         dense = select(load(source).eval(), row["tasks"].split()).model.eval()
         out.append((f"fleet {row['device']} ({row['budget']})", load(path).eval(), dense))
     return out

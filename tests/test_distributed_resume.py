@@ -161,6 +161,16 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(bas
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert "--resume" in str(err.value)
+    # a checkpoint as the version before wrote it (per-tensor Adam: no optimiser kind in its settings) is
+    # refused on --resume, not continued with fused Adam's rule; the checkpoint stays for that version
+    monkeypatch.setattr(tasks_module.TaskSpec, "loss", original)
+    del state["settings"]["optimiser"]
+    torch.save(state, ckpt)
+    with pytest.raises(TaskcutError, match="other settings"):
+        finetune(source_of_file(small, data=f"synth:{synth_dir}"), small,
+                 FinetuneSettings(steps=10, batch_size=4, val_every=100, checkpoint_every=2, resume=True), out,
+                 show_progress=False)
+    assert not out.exists() and ckpt.exists()
 
 
 def test_a_stalled_rank_ends_the_run_with_the_timeout(tmp_path: Path) -> None:

@@ -90,6 +90,11 @@ def test_a_split_read_again_is_not_hashed_again_but_a_changed_shard_is(synth_dir
     with pytest.raises(TaskcutError, match="checksum"):
         SynthDataset(root, "train")
     assert hashed == ["train-0000.npz", "train-0000.npz"]
+    data[-50] ^= 0xFF  # put back (a new time): read and checked again, and only its newest form is kept
+    shard.write_bytes(bytes(data))
+    SynthDataset(root, "train")
+    assert hashed == ["train-0000.npz"] * 3
+    assert len([k for k in store._SPLITS if k[:2] == (str(root.resolve()), "train")]) == 1
 
 
 def test_deleted_shard_is_named(synth_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import OrderedDict
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -137,7 +138,7 @@ def read_manifest(root: Path) -> dict:
 #: Splits read in this process, by what their files were when read: a demo or a fleet opens the same split
 #: dozens of times (every fine-tuning, control and evaluation), and hashing and unpacking its shards each
 #: time cost 0.18 s a time for synth-tiny. A file that changes (size, time or inode) is read and checked again.
-_SPLITS: "dict[tuple, dict[str, np.ndarray]]" = {}
+_SPLITS: "OrderedDict[tuple, dict[str, np.ndarray]]" = OrderedDict()
 _SPLITS_MAX_BYTES = 1 << 30
 
 
@@ -148,7 +149,8 @@ def _split_key(root: Path, split: str, entry: dict) -> tuple | None:
         stats = [f.stat() for f in files]
     except OSError:
         return None
-    return (str(root.resolve()), split, tuple((str(f), s.st_size, s.st_mtime_ns, s.st_ino) for f, s in zip(files, stats)))
+    return (str(root.resolve()), split,
+            tuple((str(f), s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for f, s in zip(files, stats)))
 
 
 def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndarray]:
@@ -162,12 +164,15 @@ def load_split(root: Path, split: str, verify: bool = True) -> dict[str, np.ndar
     entry = splits[split]
     key = _split_key(root, split, entry)
     if key is not None and key in _SPLITS:
+        _SPLITS.move_to_end(key)
         return dict(_SPLITS[key])
     out = _read_split(root, manifest, split, entry, verify)
     size = sum(a.nbytes for a in out.values())
     if key is not None and verify and size <= _SPLITS_MAX_BYTES:
+        for old in [k for k in _SPLITS if k[:2] == key[:2]]:  # the same split as its files were before
+            del _SPLITS[old]
         while _SPLITS and size + sum(a.nbytes for v in _SPLITS.values() for a in v.values()) > _SPLITS_MAX_BYTES:
-            _SPLITS.pop(next(iter(_SPLITS)))
+            _SPLITS.popitem(last=False)
         _SPLITS[key] = out
     return dict(out)
 

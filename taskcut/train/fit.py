@@ -189,7 +189,10 @@ def fit(model: nn.Module, tasks: Mapping[str, TaskSpec], weights: Mapping[str, f
                  if cfg.lr_decay_every else None)
     stream = train_set if isinstance(train_set, IterableStream) else BatchStream(train_set, cfg.batch_size, cfg.seed)
     progress = TrainProgress()
-    settings = {"label": label, "train": cfg.model_dump(), "tasks": sorted(tasks)}
+    # the optimiser's kind is part of what a checkpoint continues: one written with another (an older
+    # version's per-tensor Adam) is refused like one of other settings, not resumed with a different rule
+    settings = {"label": label, "train": cfg.model_dump(), "tasks": sorted(tasks),
+                "optimiser": "adam-fused" if fused else "adam"}
     if resume:
         if checkpoint is None or not checkpoint.is_file():
             raise TaskcutError(f"--resume: no checkpoint at {checkpoint}")

@@ -127,6 +127,11 @@ def dense_teacher(spec: Mapping[str, Any], tasks: Sequence[str], distill: Distil
     return Teacher(dense, distill, dense.config.task_specs())
 
 
+#: How `fit` trains, as cached controls must match it: 2 = fused Adam and channels-last inputs to the zoo
+#: model (a control cached by the version before was trained otherwise and is trained again).
+TRAINING_REVISION = 2
+
+
 def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: str,
                   crop: Sequence[int] | None = None, device: str = "cpu", show_progress: bool = True) -> Path:
     """The dense model restricted to `tasks`, fine-tuned exactly as a compact model was: the control.
@@ -139,7 +144,7 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     Cached by (base file hash, tasks, schedule, data), like the base model.
     """
     key_data = {"base": file_sha256(baseline), "tasks": list(tasks), "train": cfg.key(), "data": data,
-                "crop": list(crop) if crop else None}
+                "crop": list(crop) if crop else None, "training": TRAINING_REVISION}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "controls" / f"control-{key}.safetensors"
     if path.is_file():
