@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import OrderedDict
 import tempfile
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable

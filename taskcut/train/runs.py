@@ -141,7 +141,7 @@ def dense_control(baseline: Path, tasks: Sequence[str], cfg: TrainConfig, data: 
     model that this control also shows is the extra task-specific training, not the pruning.
     A schedule with distillation is followed too: the dense model then learns from a frozen
     copy of itself, so the control has every ingredient of the compact model's fine-tuning.
-    Cached by (base file hash, tasks, schedule, data), like the base model.
+    Cached by (base file hash, tasks, schedule, data, `TRAINING_REVISION`), like the base model.
     """
     key_data = {"base": file_sha256(baseline), "tasks": list(tasks), "train": cfg.key(), "data": data,
                 "crop": list(crop) if crop else None, "training": TRAINING_REVISION}

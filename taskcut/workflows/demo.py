@@ -2,7 +2,7 @@
 
 A pre-trained five-task base model (synth-tiny, shipped in the package) is pruned for a small fleet
 of three devices, each with its own tasks and budget: every task is scored once, each
-device is pruned to its budget, fine-tuned (learning from the dense model), evaluated
+device is pruned to its budget, fine-tuned (100 steps, on the labels), evaluated
 against the dense model and against the dense control (the dense model given exactly the
 same fine-tuning), exported to its runtime and benched. Then CUT is compared with
 DiSparse, magnitude and random pruning where they differ most (90% on {seg, depth}).
