@@ -169,13 +169,13 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     named = named_tasks(tasks)
     if (sparsity is None) == (budget is None):
         raise TaskcutError("give either a sparsity or a budget")
+    kind = parse_budget(str(budget)).kind if budget is not None else None
     if sparsity is not None:
         check_sparsity(sparsity)
     else:
         from .cut.budget import check_measurable
 
-        check_measurable(parse_budget(str(budget)).kind, structured, runtime)
-    kind = parse_budget(str(budget)).kind if budget is not None else None
+        check_measurable(kind, structured, runtime)
     if (runtime is not None or int8) and kind not in ON_ARTIFACT:
         raise TaskcutError("runtime= and int8= say where a size, transport, memory or latency budget is measured; "
                            "they do not apply " + ("with a sparsity" if budget is None else "to this budget"))

@@ -259,3 +259,32 @@ def test_export_command_prints_each_figure_under_its_own_column(models: dict[str
     row = dict(zip(columns, cells))
     assert row["argmax_agreement"] == "" and float(row["relative_error"]) < 0.15, result.stdout
     assert "run in onnxruntime: delta_T against the fp32 model" in result.stdout
+
+
+def test_an_artifact_is_its_own_files_not_others_of_the_same_stem(tmp_path: Path) -> None:
+    """Installed and download bytes count the file a runtime loads and its companions only: another format's
+    export beside it with the same stem (a device whose runtime changed, a user's folder of exports) is not
+    counted nor packed."""
+    import io
+    import tarfile
+
+    from taskcut.deploy.artifact import Deployment, installed_bytes, transport_archive, write_artifact
+
+    class Alone(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": self.conv(x)}
+
+    example = torch.rand(1, 3, 16, 16)
+    onnx_file = write_artifact(Alone().eval(), example, Deployment("onnxruntime"), tmp_path)
+    xml = write_artifact(Alone().eval(), example, Deployment("openvino"), tmp_path)
+    (tmp_path / "model.pte").write_bytes(b"x" * 1000)  # a stale export of the same stem
+    assert installed_bytes(onnx_file) == onnx_file.stat().st_size
+    assert installed_bytes(xml) == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    with tarfile.open(fileobj=io.BytesIO(transport_archive(onnx_file)), mode="r:xz") as tar:
+        assert tar.getnames() == ["model.onnx"]
+    with tarfile.open(fileobj=io.BytesIO(transport_archive(xml)), mode="r:xz") as tar:
+        assert sorted(tar.getnames()) == ["model.bin", "model.xml"]

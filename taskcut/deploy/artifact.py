@@ -104,10 +104,16 @@ def write_artifact(model: nn.Module, example: torch.Tensor, deployment: Deployme
 
 
 def artifact_files(path: Path) -> list[Path]:
-    """The files of an exported model: the one named and its companions of the same stem (OpenVINO's .bin)."""
+    """The files of an exported model: the one named and the companions its format loads with it (OpenVINO's
+    .bin); not other files of the folder, whatever their names (another format's export of the same stem)."""
+    from .export import companions
+    from .formats import format_of_file
+
     path = Path(path)
-    return sorted(p for p in path.parent.iterdir() if p.is_file() and p.stem == path.stem and
-                  not p.name.endswith(".taskcut.json"))
+    form = format_of_file(path)
+    if form is None:
+        raise TaskcutError(f"{path} is not an exported model file")
+    return [path, *(p for p in companions(path, form) if p.is_file())]
 
 
 def installed_bytes(path: Path) -> int:

@@ -146,10 +146,8 @@ def _measure_file(path: Path, form: Any, runtime: str | None, threads: int, size
     runner = open_runner(path, form, threads, record.get("tasks"))
     image = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
     times = _time(lambda: runner(image), warmup, runs)
-    module = form.module()
-    companions = module.companions(path) if hasattr(module, "companions") else []
     return {"model": str(path), "tasks": record.get("tasks"), "format": form.name, "runtime": form.runtime,
-            "int8": record.get("int8"), "file_bytes": sum(p.stat().st_size for p in [path, *companions] if p.exists()),
+            "int8": record.get("int8"), "file_bytes": installed_bytes(path),
             "threads": threads, "size": list(size), "latency_ms_median": statistics.median(times) * 1e3,
             "latency_ms_min": min(times) * 1e3}
 

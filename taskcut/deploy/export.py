@@ -80,9 +80,13 @@ def check_options(fmt: str, int8: bool, out: Path) -> Format:
 
 def file_set(out: Path, form: Format) -> list[Path]:
     """Every file an export writes: the model, its companions (OpenVINO's weights), the record."""
+    return [out, *companions(out, form), record_path(out)]
+
+
+def companions(out: Path, form: Format) -> list[Path]:
+    """The files a runtime loads with the model file (OpenVINO's weights); none for single-file formats."""
     module = form.module()
-    extra = module.companions(out) if hasattr(module, "companions") else []
-    return [out, *extra, record_path(out)]
+    return list(module.companions(out)) if hasattr(module, "companions") else []
 
 
 def record_path(out: Path) -> Path:
