@@ -3,7 +3,8 @@
 For every structured model, both ratios are to the dense model on the same tasks, and the
 "follows" figure is latency ratio / MAC ratio (1: time falls as MACs do; issue target <= 1.25).
 Models: full-size SceneNet-ResNet-34 {seg, depth} (random weights, CUT scores on synth scenes)
-cut structured at 50% and 70% of its parameters; and, with `--fleet DIR` (a `taskcut fleet`
+cut structured at 50% and 70% of its parameters, wide layers kept at multiples of the channel step
+each runtime runs convolutions in (measured here, `taskcut.deploy.widths`); and, with `--fleet DIR` (a `taskcut fleet`
 output folder), every structured device of that fleet against its base model on its tasks.
 Each runtime (ONNX Runtime and OpenVINO fp32) times every model and its dense reference in
 alternation, `--rounds` times, so a noisy moment hits both; the median of each is kept.
@@ -29,6 +30,7 @@ from taskcut.cut.select import select
 from taskcut.data.synth import render
 from taskcut.deploy.bench import count_macs, latencies
 from taskcut.deploy.export import baked
+from taskcut.deploy.widths import channel_step
 from taskcut.errors import TaskcutError
 from taskcut.models import build_model, load
 
@@ -36,8 +38,9 @@ FULL = {"depth": 34, "width": 1.0, "head_hidden": 1024, "head_dilations": [6, 12
 TARGET = 1.25
 
 
-def full_size(size: int) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
-    """(label, structured model, its dense reference) for ResNet-34 {seg, depth} at 50% and 70%."""
+def full_size(size: int, round_to: int) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
+    """(label, structured model, its dense reference) for ResNet-34 {seg, depth} at 50% and 70%, wide layers
+    kept at multiples of `round_to` channels."""
     torch.manual_seed(0)
     dense5 = build_model(load_config("synth-tiny").model.model_copy(update=FULL)).eval()
     items = [render(0, "train", i, size, size) for i in range(4)]
@@ -47,8 +50,8 @@ def full_size(size: int) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
     out = []
     for sparsity in (0.5, 0.7):
         small = select(dense5, ["seg", "depth"]).model.eval()
-        structured_prune(small, batch["image"][:1], scores, sparsity, "vote")
-        out.append((f"ResNet-34 seg+depth, structured {sparsity:.0%}", small, dense))
+        structured_prune(small, batch["image"][:1], scores, sparsity, "vote", round_to)
+        out.append((f"ResNet-34 seg+depth, structured {sparsity:.0%}, step {round_to}", small, dense))
     return out
 
 
@@ -87,7 +90,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = torch.rand(1, 3, args.size, args.size)
-    models = [] if args.skip_full else full_size(args.size)
+    runtimes = args.runtimes.split(",")
+    steps = {runtime: channel_step(runtime, args.threads) for runtime in runtimes}
+    print("channel steps measured: " + ", ".join(f"{r} {s}" for r, s in steps.items()), flush=True)
+    models = [] if args.skip_full else [m for step in sorted(set(steps.values())) for m in full_size(args.size, step)]
     if args.fleet is not None:
         models += fleet_devices(args.fleet)
     print(f"{args.size}x{args.size}, batch 1, {args.threads} threads, median of {args.rounds} rounds of "
@@ -98,7 +104,9 @@ def main() -> None:
     for label, small, dense in models:
         a, b = baked(small), baked(dense)
         macs = count_macs(a, image) / count_macs(b, image)
-        for runtime in args.runtimes.split(","):
+        for runtime in runtimes:
+            if label.startswith("ResNet") and not label.endswith(f"step {steps[runtime]}"):
+                continue  # each runtime times the cut made at its own step
             times: dict[str, list[float]] = {"small": [], "dense": []}
             try:
                 for _ in range(args.rounds):

@@ -153,8 +153,10 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     masks. `structured`: the fraction of parameters removed with whole channels and heads (a
     smaller dense model; attention heads are kept consistent, layers that cannot be pruned
     safely are left whole). Layers of 4 x `round_to` channels or more keep a multiple of
-    `round_to` (faster on CPUs; 1 allows finer steps on small models; unset, 8, and single
-    channels where 8 cannot reach the sparsity, which is said). Scores come from
+    `round_to` (CPU kernels compute channels in blocks; 1 allows finer steps on small models);
+    unset: with a budget and `runtime`, the step that runtime runs convolutions in, measured on
+    this machine once (`taskcut.deploy.widths.channel_step`); otherwise 8, and single channels
+    where 8 cannot reach the sparsity, which is said). Scores come from
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "transport=1MB", "memory=64MB",
     "macs=500M", "latency=20ms", see `taskcut.cut.budget`) asks for the least pruning whose result
@@ -179,6 +181,14 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     if (runtime is not None or int8) and kind not in ON_ARTIFACT:
         raise TaskcutError("runtime= and int8= say where a size, transport, memory or latency budget is measured; "
                            "they do not apply " + ("with a sparsity" if budget is None else "to this budget"))
+    if round_to is not None:
+        from .settings import MAX_ROUND_TO
+
+        if not structured:
+            raise TaskcutError("round_to= is the channel step of structured pruning; it does not apply without "
+                               "structured=True")
+        if type(round_to) is not int or not 1 <= round_to <= MAX_ROUND_TO:
+            raise TaskcutError(f"round_to must be an integer from 1 to {MAX_ROUND_TO}, got {round_to!r}")
     if int8 and runtime is None:
         raise TaskcutError("int8=True measures the budget on the runtime's int8 file: give runtime= too")
     if calibration is not None and not int8:

@@ -21,6 +21,8 @@ MAX_PARAMETERS = 2_000_000_000
 MAX_IMAGE_SIDE = 4096
 #: Most threads a runtime is given (100000 crashed ONNX Runtime with a segfault).
 MAX_THREADS = 256
+#: Widest channel step structured pruning rounds to (runtimes use 4 to 64).
+MAX_ROUND_TO = 256
 #: Most images in one batch (a typo of 10^7 would ask for hundreds of GB).
 MAX_BATCH = 4096
 #: Most timed runs of one latency measurement.

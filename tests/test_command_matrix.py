@@ -124,6 +124,15 @@ def _pruned(key: str, value: object) -> Check:
     return check
 
 
+def _measured_step(runtime: str) -> Check:
+    def check(fx: Fx, source: str, out: Path, output: str) -> None:
+        from taskcut.deploy.widths import channel_step
+
+        step = channel_step(runtime, 2)  # kept in the session's cache by the prune that ran
+        assert _provenance(out)["round_to"] == _provenance(out)["budget_report"]["round_to"] == step
+    return check
+
+
 def _structured_smaller(fx: Fx, source: str, out: Path, output: str) -> None:
     before = sum(p.numel() for p in taskcut.load(fx.base[source], trust=True).parameters())
     assert sum(p.numel() for p in taskcut.load(out, trust=True).parameters()) < before
@@ -205,6 +214,16 @@ CASES: list[tuple[str, list, dict[str, str], Check]] = [
     ("prune", ["--sparsity", "0.6", "--runtime", "torch"], {"zoo": "--runtime", "own": "--runtime"}, _none),
     ("prune", ["--sparsity", "0.6", "--threads", "1"], {"zoo": "--threads", "own": "--threads"}, _none),
     ("prune", ["--sparsity", "0.6", "--size", "32", "32"], {"zoo": "--size", "own": "--size"}, _none),
+    # structured pruning keeps wide layers at a channel step: given, or measured for the runtime the budget is on
+    ("prune", ["--sparsity", "0.4", "--structured", "--round-to", "4"], {"zoo": OK, "own": OK}, _pruned("round_to", 4)),
+    ("prune", ["--budget", "macs=0.7", "--structured", "--size", "32", "32", "--round-to", "2"], {"zoo": OK, "own": OK},
+     _pruned("budget_report.round_to", 2)),
+    ("prune", ["--budget", "size=0.9", "--structured", "--runtime", "onnxruntime"], {"zoo": OK, "own": OK},
+     _measured_step("onnxruntime")),
+    ("prune", ["--sparsity", "0.6", "--round-to", "8"], {"zoo": "--round-to", "own": "--round-to"}, _none),
+    ("prune", ["--sparsity", "0.4", "--structured", "--round-to", "0"], {"zoo": "round_to", "own": "round_to"}, _none),
+    ("prune", ["--sparsity", "0.4", "--structured", "--round-to", "100000"], {"zoo": "round_to", "own": "round_to"},
+     _none),
     ("prune", ["--budget", "params=0.5", "--size", "32", "32"], {"zoo": "--size", "own": "--size"}, _none),
     ("prune", ["--sparsity", "0.6", "--data", "{data}"], {"zoo": OK, "own": "--data"}, _none),
     ("prune", ["--sparsity", "0.6", "--config", "{bad_config}"], {"zoo": "--config", "own": "--config"}, _none),

@@ -15,7 +15,8 @@ from taskcut import load
 from taskcut.cli import app
 from taskcut.compact.masking import masks_of
 from taskcut.cut.budget import FLOOR
-from taskcut.models import build_model, save
+from taskcut.deploy.widths import channel_step
+from taskcut.models import build_model, read_spec, save
 
 from .conftest import tiny_model_config
 
@@ -29,6 +30,8 @@ DEVICES = [
      "runtime": "openvino", "int8": True},
     # the memory ONNX Runtime fp32 adds to load and run the file
     {"name": "hub", "tasks": ["seg", "depth"], "budget": "memory=0.95", "structured": True},
+    # a budget not measured in the runtime: its channel step still is
+    {"name": "glasses", "tasks": ["normal"], "budget": "macs=0.6", "structured": True},
 ]
 
 
@@ -82,6 +85,10 @@ def test_every_device_meets_its_budget(base: Path, synth_dir: Path, tmp_path: Pa
     dense = sum(p.numel() for n, p in load(base).named_parameters() if n.startswith(("trunk.", "heads.seg.")))
     assert _nonzero(small) <= 0.3 * dense
     _met_on_the_deployed_files(out, rows)
+    for d in DEVICES:  # a structured device keeps wide layers at the channel step measured for its runtime
+        if d.get("structured"):
+            provenance = read_spec(out / "devices" / d["name"] / "compact.safetensors")["provenance"]
+            assert provenance["round_to"] == channel_step(d.get("runtime", "onnxruntime"), 2, d.get("int8", False))
     html = (out / "fleet.html").read_text()
     assert html.count("<tr>") == 1 + len(DEVICES) and "data:image/png;base64," in html
     stamp = (out / "devices" / "robot" / "tuned.safetensors").stat().st_mtime_ns

@@ -79,6 +79,8 @@ def prune_cmd(
     fusion: str = typer.Option("vote", help="vote, vote:K, majority, union, intersection or score-sum."),
     structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
                                     "--sparsity is then the fraction of parameters removed."),
+    round_to: Optional[int] = typer.Option(None, help="With --structured: wide layers keep a multiple of this many "
+                                                      "channels (default: the step measured for --runtime, else 8)."),
     batches: Optional[int] = typer.Option(None, help="Batches to score (default 50; with --scores, the file's)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8 for a data set; an own "
                                                         "model's batches are re-batched to it; with --scores, the "
@@ -98,7 +100,7 @@ def prune_cmd(
     _check_device(device)
     settings = make(PruneSettings, tasks=_task_list(tasks), sparsity=sparsity, budget=budget, rule=fusion,
                     structured=structured, scores=scores, runtime=runtime, int8=int8, threads=threads, size=size,
-                    scoring=make(ScoringSettings, batches=batches, batch_size=batch_size))
+                    round_to=round_to, scoring=make(ScoringSettings, batches=batches, batch_size=batch_size))
     source = open_source(base, config, data)
     with _distributed(device) as device:
         result = prune(source, settings, out_file, force=force, device=device, show_progress=not quiet)

@@ -41,6 +41,8 @@ class Cut:
     left_whole: list[str] = field(default_factory=list)
     #: With a budget: the budget, the figure reached, the sparsity chosen (`prune_to_budget`).
     budget: dict[str, Any] | None = None
+    #: Structured: wide layers kept a multiple of this many channels (1: single channels).
+    round_to: int | None = None
 
 
 def nonzero_parameters(model: nn.Module) -> int:
@@ -63,7 +65,7 @@ def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tenso
         model, report = prune_to_budget(small, scores, budget, rule, structured, example, round_to, file_bytes,
                                         deployment=deployment)
         return Cut(model, report["sparsity"], report["sparsity"], params_before=before,
-                   params_after=nonzero_parameters(model), budget=report)
+                   params_after=nonzero_parameters(model), budget=report, round_to=report.get("round_to"))
     assert sparsity is not None
     if structured:
         from ..compact.structured import check_reached, structured_prune
@@ -77,6 +79,7 @@ def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tenso
         after = dict(small.named_parameters())
         return Cut(small, sparsity, result["sparsity"], params_before=result["parameters_before"],
                    params_after=nonzero_parameters(small), left_whole=list(result["left_whole"]),
+                   round_to=result["round_to"],
                    per_layer={n: (size, 1.0 - after[n].numel() / size) for n, size in shapes.items()
                               if n in after and after[n].dim() > 1})
     existing = masks_of(small)  # a compact or imported pruned model: its zeros stay zero and count
@@ -86,6 +89,20 @@ def prune_scored(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tenso
     return Cut(small, sparsity, fusion.sparsity, fusion.keep_ratio, params_before=before,
                params_after=nonzero_parameters(small),
                per_layer={n: (m.numel(), fusion.per_layer[n]) for n, m in fusion.masks.items()})
+
+
+def channel_round(round_to: int | None, deployment: Deployment | None) -> int:
+    """The channel step structured pruning keeps wide layers at: `round_to` when given; else the step the
+    deployment's runtime runs convolutions in, measured on this machine (`taskcut.deploy.widths`); else 8."""
+    from ..compact.structured import DEFAULT_ROUND_TO
+
+    if round_to is not None:
+        return round_to
+    if deployment is None or deployment.runtime == "torch":
+        return DEFAULT_ROUND_TO
+    from ..deploy.widths import channel_step
+
+    return channel_step(deployment.runtime, deployment.threads, deployment.int8)
 
 
 def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]], budget: str,
@@ -108,13 +125,11 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     from ..deploy.bench import count_macs, latencies
     from ..deploy.export import baked
 
-    from ..compact.structured import DEFAULT_ROUND_TO
-
-    # the search measures what each sparsity gives, so no fallback to single channels is needed (their
-    # ragged widths run slower, which a latency budget would pay for)
-    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     parsed = parse_budget(budget)
     check_measurable(parsed.kind, structured, deployment.runtime if deployment is not None else None)
+    # the search measures what each sparsity gives, so no fallback to single channels is needed (their
+    # ragged widths run slower, which a latency budget would pay for)
+    round_to = channel_round(round_to, deployment) if structured else 1
     if (structured or deployment is not None) and example is None:
         raise TaskcutError("structured pruning or a runtime's figure needs an example input")
     timing = deployment or Deployment()
@@ -173,6 +188,8 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     model = cache[sparsity][0]
     report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
               "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
+    if structured:
+        report["round_to"] = round_to
     if parsed.kind == "latency" or (parsed.kind in BYTES and deployment is not None):
         # what the figure was measured on: the runtime's file, int8 or fp32, the threads, the input
         report.update({"runtime": timing.runtime, "int8": timing.int8, "threads": timing.threads,

@@ -99,6 +99,9 @@ def check_prune(source: Source, settings: PruneSettings) -> list[str]:
         from ..deploy.bench import check_runtime
 
         check_runtime(settings.runtime or "onnxruntime", settings.int8)
+    if settings.round_to is not None and not settings.structured:
+        raise TaskcutError("--round-to is the channel step of structured pruning; it does not apply without "
+                           "--structured")
     if settings.size is not None and kind not in ("latency", "macs", "memory"):
         raise TaskcutError(f"--size is the input a latency, MACs or memory budget is measured at; it does not "
                            f"apply {_to(kind)}")
@@ -162,8 +165,10 @@ def prune(source: Source, settings: PruneSettings, out: Path, *, force: bool = F
         if budgeted or settings.structured else None
     cut = prune_scored(small, scores, sparsity=settings.sparsity, budget=settings.budget, rule=settings.rule,
                        structured=settings.structured, example=example, file_bytes=file_bytes,
-                       deployment=deployment_of(source, settings, specs),
+                       deployment=deployment_of(source, settings, specs), round_to=settings.round_to,
                        structured_example=None if budgeted or example is None else example[:1])
+    if settings.structured:
+        provenance["round_to"] = cut.round_to
     if budgeted:
         provenance.update({"budget": settings.budget, **source.scoring_provenance(scoring),
                            "sparsity": cut.sparsity, "budget_report": cut.budget})

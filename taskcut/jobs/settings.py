@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError
 
 from ..config import DistillConfig, TrainConfig
 from ..errors import TaskcutError
-from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_THREADS, Strict
+from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_ROUND_TO, MAX_THREADS, Strict
 
 Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
@@ -43,6 +43,10 @@ class PruneSettings(Strict):
     int8: bool = False
     threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     size: tuple[Side, Side] | None = None
+    #: Structured: wide layers keep a multiple of this many channels (default: the step measured for the
+    #: runtime when one is given, `taskcut.deploy.widths`; else 8, with single channels where 8 cannot
+    #: reach a sparsity).
+    round_to: int | None = Field(default=None, ge=1, le=MAX_ROUND_TO)
 
 
 class FinetuneSettings(Strict):

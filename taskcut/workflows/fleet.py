@@ -36,6 +36,7 @@ from ..config import DistillConfig
 from ..settings import MAX_BATCH, MAX_IMAGE_SIDE, MAX_RUNS, MAX_THREADS, Strict, safe_yaml
 from ..cut.budget import ON_ARTIFACT, STRUCTURED_ONLY, check_measurable, parse_budget
 from ..deploy.formats import format_of_runtime
+from ..deploy.widths import channel_step
 from ..errors import TaskcutError
 from ..fileio import file_sha256, folder_lock, read_csv, write_csv, write_text
 from ..models.io import zoo_spec
@@ -220,10 +221,12 @@ def _run_source(fleet: Fleet, source: Any, out: Path, device: str, show_progress
         exported = folder / f"model{format_of_runtime(dev.runtime).suffix}"
         kind = parse_budget(dev.budget).kind
         deployed = kind in ON_ARTIFACT  # measured on the device's file: its runtime, int8 or not, the fleet's threads
+        # a structured device keeps wide layers at the channel step its runtime runs fast, whatever its budget
+        step = channel_step(dev.runtime, fleet.bench.threads, dev.int8) if dev.structured else None
         settings = PruneSettings(tasks=dev.tasks, budget=dev.budget, structured=dev.structured, scores=scores,
                                  runtime=dev.runtime if deployed else None, int8=dev.int8 if deployed else False,
                                  threads=fleet.bench.threads if deployed else None,
-                                 size=tuple(fleet.bench.size) if kind in STRUCTURED_ONLY else None)
+                                 size=tuple(fleet.bench.size) if kind in STRUCTURED_ONLY else None, round_to=step)
         summary = prune(source, settings, compact, force=True, device=device, show_progress=show_progress)
         assert summary is not None and summary.budget is not None
         report, record = _tune_and_deploy(fleet, dev, compact, tuned, folder, exported, device, show_progress)
@@ -293,9 +296,10 @@ def _each_device(fleet: Fleet, out: Path, run: Callable[[Device, Path], dict[str
     return rows
 
 
-#: Which columns a row holds and how they are measured: an older row (before transport and memory, or
-#: before memory was measured with a fixed mmap threshold) is computed again.
-ROW_COLUMNS = 3
+#: Which columns a row holds and how they are made: an older row (before transport and memory, before
+#: memory was measured with a fixed mmap threshold, or before structured devices kept their runtime's
+#: channel step) is computed again.
+ROW_COLUMNS = 4
 
 
 def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:

@@ -1,0 +1,170 @@
+"""The channel step a runtime runs convolutions in, measured on this machine (for structured pruning).
+
+CPU kernels compute output channels in blocks (ONNX Runtime's and OpenVINO's blocked layouts take
+16 channels at a time with AVX-512, 8 with AVX2): a layer cut to 20 channels costs what 32 cost,
+so its MACs fall and its time does not. Structured pruning keeps the channel count of wide layers
+at a multiple of the runtime's step, and the step is measured, not guessed: one 3x3 convolution is
+exported to the runtime at a range of output widths and timed; the step is the widest block for
+which rounding a width up to it costs no time. The result is kept in the cache per runtime, int8,
+threads, runtime version and CPU, so a machine measures each once (a few seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import TaskcutError
+from ..fileio import write_text
+from ..progress import console
+
+#: Output widths the probe convolution is timed at (multiples of 4, so steps 4 to 32 can be told apart).
+WIDTHS = (4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+#: Steps that can be chosen, smallest first; 4 when no wider block is free.
+STEPS = (4, 8, 16, 32)
+#: Rounding a width up to the step is free when it costs at most this much more time (noise is ~3%).
+FREE = 0.08
+#: The probe: 128 input channels, 3x3, at 28x28 (a stride-8 feature map of a 224-pixel image): enough
+#: work per call that its blocks show through the runtime's fixed cost.
+PROBE_IN, PROBE_SIZE = 128, 28
+#: Rounds over all widths (a width's time is the median of its rounds, so a slow moment hits every width).
+ROUNDS = 5
+#: Sessions opened per width: a session can run a layer slower than the next one does (its buffers'
+#: placement; seen with ONNX Runtime, up to 1.3x for a whole session), so a width's time is its fastest
+#: session's.
+SESSIONS = 3
+#: Bumped when the measurement changes, so cached steps of an older probe are measured again.
+REVISION = 1
+
+
+class _Probe(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(PROBE_IN, width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"probe": torch.relu(self.conv(x))}
+
+
+def choose_step(times: Mapping[int, float]) -> int:
+    """The widest step in `STEPS` whose blocks are free: rounding a measured width up to a multiple of it
+    costs more than `FREE` time for at most a quarter of the widths (one noisy width does not decide);
+    4 when no wider one is free. Widest, not first: a step of 16 that is free makes 8 free as well."""
+    chosen = STEPS[0]
+    for step in STEPS[1:]:
+        rises = [times[-(-w // step) * step] / times[w] - 1.0 for w in times
+                 if w % step and -(-w // step) * step in times]
+        if rises and sum(r > FREE for r in rises) <= len(rises) / 4:
+            chosen = step
+    return chosen
+
+
+def measure_times(runtime: str, threads: int, int8: bool = False, runs: int = 20) -> dict[int, float]:
+    """Seconds of the probe convolution at each of `WIDTHS` in `runtime` (int8 when asked): each width's
+    file is opened in `SESSIONS` sessions, each timed in `ROUNDS` rounds over all of them; a width's time is
+    the fastest session's median of its round medians."""
+    import tempfile
+
+    from .artifact import Deployment, write_artifact
+    from .export import open_runner
+    from .formats import format_of_runtime
+
+    torch.manual_seed(0)
+    image = torch.rand(1, PROBE_IN, PROBE_SIZE, PROBE_SIZE)
+    deployment = Deployment(runtime, int8, threads,
+                            torch.rand(8, PROBE_IN, PROBE_SIZE, PROBE_SIZE) if int8 else None)
+    rounds: dict[tuple[int, int], list[float]] = {(w, s): [] for w in WIDTHS for s in range(SESSIONS)}
+    feed = image.numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {}
+        for width in WIDTHS:
+            folder = Path(tmp) / str(width)
+            folder.mkdir()
+            path = write_artifact(_Probe(width).eval(), image, deployment, folder, ["probe"])
+            for session in range(SESSIONS):
+                runners[width, session] = runner = open_runner(path, format_of_runtime(runtime), threads, ["probe"])
+                for _ in range(5):
+                    runner(feed)
+        for _ in range(ROUNDS):
+            for key, runner in runners.items():
+                seconds = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    runner(feed)
+                    seconds.append(time.perf_counter() - start)
+                rounds[key].append(statistics.median(seconds))
+    return {w: min(statistics.median(rounds[w, s]) for s in range(SESSIONS)) for w in WIDTHS}
+
+
+def _machine() -> str:
+    """What the measurement depends on besides the runtime: the CPU (model and flags) and this Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")[:200_000]
+        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
+        cpu = "\n".join(dict.fromkeys(lines)) or cpu
+    except OSError:
+        pass
+    return hashlib.sha256(cpu.encode()).hexdigest()[:16]
+
+
+def _version(runtime: str) -> str:
+    from .formats import format_of_runtime
+
+    names = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch",
+             "litert": "ai-edge-litert"}
+    try:
+        return metadata.version(names.get(runtime, runtime))
+    except metadata.PackageNotFoundError:
+        format_of_runtime(runtime).module()  # says in one line what to install
+        return "unknown"
+
+
+def _read(path: Path) -> dict[str, int]:
+    """The cached steps; an unreadable or out-of-range file is measured again (a file is data)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and type(v) is int and v in STEPS}
+
+
+def channel_step(runtime: str, threads: int = 2, int8: bool = False, cache: Path | None = None,
+                 measure: Callable[[str, int, bool], Mapping[int, float]] | None = None) -> int:
+    """The channel step `runtime` runs convolutions in on this machine (fp32, or int8 with `int8`) with
+    `threads`: measured once per machine and kept in `cache` (default `$TASKCUT_CACHE/widths.json`)."""
+    from ..cache import cache_dir
+    from .bench import check_runtime, check_timing
+
+    if runtime == "torch":
+        raise TaskcutError("eager torch is not an edge runtime: channel steps are measured in one")
+    check_runtime(runtime, int8)
+    check_timing(threads)
+    path = Path(cache) if cache is not None else cache_dir() / "widths.json"
+    key = f"{runtime}|{'int8' if int8 else 'fp32'}|{threads}t|{_version(runtime)}|{_machine()}|r{REVISION}"
+    known = _read(path)
+    if key in known:
+        return known[key]
+    console.print(f"measuring the channel step {runtime}{' int8' if int8 else ''} runs convolutions in "
+                  "(once on this machine)", highlight=False)
+    step = choose_step((measure or measure_times)(runtime, threads, int8))
+    known[key] = step
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(known, indent=1, sort_keys=True))
+    except OSError as exc:  # a read-only cache: measured again next time, said once
+        console.print(f"could not keep the channel step in {path} ({exc.strerror or exc})", highlight=False)
+    return step
