@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..onnx_siblings import merge_file
+
 
 def write(wrapper: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None, path: Path,
           tasks: list[str]) -> None:
@@ -30,6 +32,7 @@ def write(wrapper: nn.Module, example: torch.Tensor, calibration: torch.Tensor |
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
+    merge_file(path)  # task heads' narrow first convolutions run as one wide one (same numbers)
     if calibration is not None:
         quantise(path, calibration)
 
