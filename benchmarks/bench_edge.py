@@ -7,7 +7,9 @@ and int8. Every latency is batch 1, `--threads` threads, median of `--runs` warm
 figure is also a ratio to the dense five-task model on ONNX Runtime fp32, measured in the same
 run. Weights are random (cost does not depend on them); CUT scores and int8 calibration come
 from synth scenes rendered at the benchmark's size. Also printed: how many convolutions ONNX
-Runtime runs quantised in the int8 file.
+Runtime runs quantised in the int8 file, and the structured model's latency ratio over its MAC
+ratio against the dense two-task model (wide layers cut to the channel step ONNX Runtime runs,
+measured here).
 
 Run: python benchmarks/bench_edge.py [--threads 2] [--runs 5] [--size 224] [--runtimes onnxruntime,executorch,...]
 """
@@ -29,10 +31,11 @@ from taskcut.cut.fuse import fuse
 from taskcut.cut.score import score
 from taskcut.cut.select import select
 from taskcut.data.synth import render
-from taskcut.deploy.bench import latencies, measure
+from taskcut.deploy.bench import count_macs, latencies, measure
 from taskcut.deploy.export import TupleOutputs, baked
 from taskcut.deploy.formats import format_of_runtime
 from taskcut.deploy.formats import onnx as onnx_format
+from taskcut.deploy.widths import channel_step
 from taskcut.errors import TaskcutError
 from taskcut.models import build_model, save
 
@@ -71,7 +74,10 @@ def main() -> None:
         apply_masks(unstructured, fuse(scores, args.sparsity, "vote").masks)
         files[f"CUT unstructured {args.sparsity:.0%}"] = save(unstructured, tmp / "unstructured.safetensors")
         structured = select(dense5, TASKS).model
-        structured_prune(structured, batches[0]["image"][:1], scores, args.sparsity, "vote")
+        step = channel_step("onnxruntime", args.threads)  # wide layers kept at the step ONNX Runtime runs
+        structured_prune(structured, batches[0]["image"][:1], scores, args.sparsity, "vote", step)
+        macs = {"dense": count_macs(baked(select(dense5, TASKS).model), batches[0]["image"][:1]),
+                "structured": count_macs(baked(structured), batches[0]["image"][:1])}
         files[structured_label] = save(structured, tmp / "structured.safetensors")
         del unstructured, dense2, dense5
 
@@ -122,6 +128,10 @@ def main() -> None:
     ort8, ort32 = rows.get(f"{structured_label}, onnxruntime int8"), rows.get(f"{structured_label}, onnxruntime fp32")
     if ort8 and ort32:
         print(f"target: ONNX Runtime int8 <= 0.7x its fp32: {ort8['latency_ms_median'] / ort32['latency_ms_median']:.3f}x")
+    d2 = rows["dense, seg+depth"]
+    mac_ratio, lat_ratio = macs["structured"] / macs["dense"], s["latency_ms_median"] / d2["latency_ms_median"]
+    print(f"target: structured latency follows MACs (channel step {step}): against the dense seg+depth model on "
+          f"ONNX Runtime fp32, MACs {mac_ratio:.3f}x, latency {lat_ratio:.3f}x: {lat_ratio / mac_ratio:.2f} (<= 1.25)")
     print(f"ONNX Runtime convolutions after graph optimisation: fp32 {convs['fp32']}, int8 {convs['int8']}")
 
 

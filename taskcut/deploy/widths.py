@@ -38,9 +38,8 @@ FREE = 0.08
 PROBE_IN, PROBE_SIZE = 128, 28
 #: Rounds over all widths (a width's time is the median of its rounds, so a slow moment hits every width).
 ROUNDS = 5
-#: Sessions opened per width: a session can run a layer slower than the next one does (its buffers'
-#: placement; seen with ONNX Runtime, up to 1.3x for a whole session), so a width's time is its fastest
-#: session's.
+#: Sessions opened per width: a session can run a layer slower than another one of the same file does
+#: (seen with ONNX Runtime: 1.3-1.6x for a whole session), so a width's time is its fastest session's.
 SESSIONS = 3
 #: Bumped when the measurement changes, so cached steps of an older probe are measured again.
 REVISION = 1

@@ -46,8 +46,8 @@ BENCH: dict[str, Any] = {"threads": 2, "size": [224, 224], "runs": 20}
 #: Where the methods differ most: at 70% they are within a standard deviation of each other.
 COMPARE: dict[str, Any] = {"tasks": ["seg", "depth"], "sparsity": 0.9, "seed": 0, "finetune_steps": 100,
                            "methods": ["cut", "disparse", "magnitude", "random"]}
-#: Runtimes by int8 latency on this class of CPU (README deployment figures: OpenVINO 0.043x the dense
-#: model, ONNX Runtime 0.059x); the first one installed runs the latency-bound device.
+#: Runtimes by int8 latency on this class of CPU (README deployment figures: OpenVINO 0.041x the dense
+#: model, ONNX Runtime 0.058x); the first one installed runs the latency-bound device.
 FASTEST = ("openvino", "onnxruntime")
 
 
