@@ -90,9 +90,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = torch.rand(1, 3, args.size, args.size)
-    runtimes = args.runtimes.split(",")
-    steps = {runtime: channel_step(runtime, args.threads) for runtime in runtimes}
+    steps = {}
+    for runtime in args.runtimes.split(","):
+        try:
+            steps[runtime] = channel_step(runtime, args.threads)
+        except TaskcutError as exc:
+            print(f"{runtime} skipped: {exc}")
+    runtimes = list(steps)
     print("channel steps measured: " + ", ".join(f"{r} {s}" for r, s in steps.items()), flush=True)
+    if not runtimes:
+        raise SystemExit("no runtime to time in")
     models = [] if args.skip_full else [m for step in sorted(set(steps.values())) for m in full_size(args.size, step)]
     if args.fleet is not None:
         models += fleet_devices(args.fleet)

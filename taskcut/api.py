@@ -154,9 +154,10 @@ def prune_model(model: nn.Module | TaskModel, tasks: Mapping[str, TaskSpec], bat
     smaller dense model; attention heads are kept consistent, layers that cannot be pruned
     safely are left whole). Layers of 4 x `round_to` channels or more keep a multiple of
     `round_to` (CPU kernels compute channels in blocks; 1 allows finer steps on small models);
-    unset: with a budget and `runtime`, the step that runtime runs convolutions in, measured on
-    this machine once (`taskcut.deploy.widths.channel_step`); otherwise 8, and single channels
-    where 8 cannot reach the sparsity, which is said). Scores come from
+    unset: with a budget measured in a runtime (`runtime`, or ONNX Runtime for a latency budget),
+    the step that runtime runs convolutions in, measured on this machine once
+    (`taskcut.deploy.widths.channel_step`); otherwise 8, and single channels where 8 cannot reach
+    the sparsity, which is said). Scores come from
     `batches` (at most `max_batches`); the original model is left untouched. Instead of a
     sparsity, a `budget` ("params=1.5M", "params=0.3", "size=2MB", "transport=1MB", "memory=64MB",
     "macs=500M", "latency=20ms", see `taskcut.cut.budget`) asks for the least pruning whose result

@@ -85,10 +85,14 @@ def test_every_device_meets_its_budget(base: Path, synth_dir: Path, tmp_path: Pa
     dense = sum(p.numel() for n, p in load(base).named_parameters() if n.startswith(("trunk.", "heads.seg.")))
     assert _nonzero(small) <= 0.3 * dense
     _met_on_the_deployed_files(out, rows)
-    for d in DEVICES:  # a structured device keeps wide layers at the channel step measured for its runtime
-        if d.get("structured"):
+    for d in DEVICES:  # a structured device keeps wide layers at the channel step measured for its runtime,
+        if d.get("structured"):  # or at 8 where that step's coarser moves missed the budget's window (said)
             provenance = read_spec(out / "devices" / d["name"] / "compact.safetensors")["provenance"]
-            assert provenance["round_to"] == channel_step(d.get("runtime", "onnxruntime"), 2, d.get("int8", False))
+            step = channel_step(d.get("runtime", "onnxruntime"), 2, d.get("int8", False))
+            report = provenance["budget_report"]
+            assert provenance["round_to"] == report["round_to"]
+            assert report["round_to"] == step or (report["round_to"] == 8 < step and
+                                                  f"channel step of {step}" in report["note"]), report
     html = (out / "fleet.html").read_text()
     assert html.count("<tr>") == 1 + len(DEVICES) and "data:image/png;base64," in html
     stamp = (out / "devices" / "robot" / "tuned.safetensors").stat().st_mtime_ns

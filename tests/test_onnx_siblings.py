@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from taskcut.deploy.formats import onnx as onnx_format
-from taskcut.deploy.onnx_siblings import MERGE_BELOW, merge_siblings
+from taskcut.deploy.onnx_siblings import MERGE_BELOW, merge_file, merge_siblings
 
 
 class _Heads(nn.Module):
@@ -41,7 +41,7 @@ class _Heads(nn.Module):
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": x})
+    return session.run(None, {session.get_inputs()[0].name: x})
 
 
 def test_narrow_siblings_become_one_convolution_with_the_same_outputs(tmp_path: Path) -> None:
@@ -68,8 +68,9 @@ def test_narrow_siblings_become_one_convolution_with_the_same_outputs(tmp_path: 
         assert np.abs(got - want).max() <= 1e-4
 
 
-def test_an_exported_file_holds_the_merged_convolution(tmp_path: Path) -> None:
-    """The writer every ONNX and OpenVINO export goes through merges, and an int8 file is made from it."""
+def test_an_exported_fp32_file_holds_the_merged_convolution_an_int8_one_does_not(tmp_path: Path) -> None:
+    """The writer every ONNX and OpenVINO export goes through merges fp32 files; int8 ones keep one activation
+    scale per head."""
     torch.manual_seed(0)
     module = _Heads().eval()
     x = torch.rand(1, 3, 20, 20)
@@ -77,9 +78,51 @@ def test_an_exported_file_holds_the_merged_convolution(tmp_path: Path) -> None:
         path = tmp_path / f"m{calibration is None}.onnx"
         onnx_format.write(module, x, calibration, path, ["p", "q", "r", "s", "t"])
         names = [i.name for i in onnx.load(str(path)).graph.initializer]
-        assert any(n.startswith("taskcut_siblings") for n in names)
+        assert any(n.startswith("taskcut_siblings") for n in names) == (calibration is None)
         out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
         with torch.no_grad():
             want = module(x)
         tolerance = 1e-4 if calibration is None else 0.25
         assert all(np.abs(o - w.numpy()).max() <= tolerance * max(1.0, float(w.abs().max())) for o, w in zip(out, want))
+
+
+def _graph(kernels: tuple[int, int], extra: list | None = None, weights_as_inputs: bool = False) -> onnx.ModelProto:
+    """Two convolutions of one input with equal attributes (no kernel_shape: ONNX infers it from the weights)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.random((8, 4, k, k), dtype=np.float32), f"w{i}") for i, k in enumerate(kernels)]
+    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"y{i}"], name=f"c{i}", pads=[k // 2] * 4)
+             for i, k in enumerate(kernels)]
+    nodes.append(helper.make_node("Add", ["y0", "y1"], ["z"], name="add"))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])]
+    if weights_as_inputs:
+        inputs += [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes + (extra or []), "g", inputs,
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_siblings_of_other_tools_graphs_are_merged_only_when_safe(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).random((1, 4, 8, 8), dtype=np.float32)
+    same = _graph((3, 3))
+    want = _run(same, x)[0]
+    assert merge_siblings(same) == 2 and np.abs(_run(same, x)[0] - want).max() <= 1e-5
+    assert merge_siblings(_graph((3, 1))) == 0  # equal attributes, other kernels: not siblings
+    assert merge_siblings(_graph((3, 3), weights_as_inputs=True)) == 0  # weights a caller may feed
+    from onnx import TensorProto, helper
+
+    branch = helper.make_graph([helper.make_node("Identity", ["w0"], ["o"])], "b", [],
+                               [helper.make_tensor_value_info("o", TensorProto.FLOAT, [8, 4, 3, 3])])
+    flag = helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True]))
+    when = helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch, name="if")
+    assert merge_siblings(_graph((3, 3), [flag, when])) == 0  # a subgraph may read a sibling's weight
+
+
+def test_a_file_with_external_data_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(_graph((3, 3)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.onnx.data", size_threshold=0)
+    before = path.read_bytes(), (tmp_path / "m.onnx.data").read_bytes()
+    assert merge_file(path) == 0
+    assert (path.read_bytes(), (tmp_path / "m.onnx.data").read_bytes()) == before

@@ -80,7 +80,8 @@ def prune_cmd(
     structured: bool = typer.Option(False, help="Remove whole channels (a smaller, faster dense model); "
                                     "--sparsity is then the fraction of parameters removed."),
     round_to: Optional[int] = typer.Option(None, help="With --structured: wide layers keep a multiple of this many "
-                                                      "channels (default: the step measured for --runtime, else 8)."),
+                                                      "channels (default: with a budget measured in a runtime, the step "
+                                                      "measured for it; else 8)."),
     batches: Optional[int] = typer.Option(None, help="Batches to score (default 50; with --scores, the file's)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per scoring batch (default 8 for a data set; an own "
                                                         "model's batches are re-batched to it; with --scores, the "
@@ -110,6 +111,8 @@ def prune_cmd(
         b = result.budget
         out.print(f"budget {b['budget']}: reached {b['reached']:,.6g} ({b['ratio']:.3f} x the budget) at sparsity "
                   f"{b['sparsity']:.4f}")
+        if b.get("note"):
+            out.print(b["note"], highlight=False)
     if result.left_whole:
         out.print(f"left whole (their channels cannot be cut safely): {', '.join(result.left_whole)}",
                   highlight=False, soft_wrap=True)

@@ -119,7 +119,7 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
     import copy
     import statistics
 
-    from ..compact.structured import structured_prune
+    from ..compact.structured import DEFAULT_ROUND_TO, structured_prune
     from .budget import BYTES, FLOOR, check_measurable, least_pruning, parse_budget
     from ..deploy.artifact import Deployment, measure_artifact
     from ..deploy.bench import count_macs, latencies
@@ -168,28 +168,54 @@ def prune_to_budget(small: nn.Module, scores: Mapping[str, Mapping[str, torch.Te
 
     # a fraction of the dense model on these tasks: of all its parameters, or of its measured figure,
     # which the search's first measurement (sparsity 0) then reuses instead of timing the dense model again
-    target, measured = parsed.value, {}
+    target, dense = parsed.value, {}  # the dense model's figure: the same at every channel step
     if parsed.relative:
         if parsed.kind != "params":
-            measured[0.0] = figure(pruned(0.0))
-        target *= total if parsed.kind == "params" else measured[0.0]
+            dense[0.0] = figure(pruned(0.0))
+        target *= total if parsed.kind == "params" else dense[0.0]
 
     def measure(s: float) -> float:
         # only the least-pruned model within the budget so far is kept: the search's answer is always one
         model = pruned(s)
-        value = measured.pop(s) if s in measured else figure(model)
+        value = dense[s] if s in dense else figure(model)
+        if s == 0.0:
+            dense[s] = value
         if value <= target and (not cache or s < min(cache)):
             cache.clear()
             cache[s] = (model, value)
         return value
 
     unit = " bytes" if parsed.kind in BYTES else " ms" if parsed.kind == "latency" else ""
-    sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
-    model = cache[sparsity][0]
+
+    def search(step: int) -> tuple[float, float, nn.Module]:
+        nonlocal round_to
+        round_to = step
+        cache.clear()
+        sparsity, reached = least_pruning(measure, target, parsed.kind, 0.9 if structured else 0.999, unit)
+        return sparsity, reached, cache[sparsity][0]
+
+    sparsity, reached, model = search(round_to)
+    note = None
+    if structured and reached < FLOOR[parsed.kind] * target and round_to > DEFAULT_ROUND_TO:
+        # a step wider than 8 (measured or given) moves a small model in steps too coarse for the budget's window:
+        # multiples of 8, as before steps were measured, when they land nearer the budget
+        first = (sparsity, reached, model, round_to)
+        try:
+            again = search(DEFAULT_ROUND_TO)
+        except TaskcutError:
+            again = None
+        if again is not None and again[1] > reached:
+            note = (f"at a channel step of {first[3]} the nearest model had {first[1] / target:.3f} x the budget; "
+                    f"kept multiples of {DEFAULT_ROUND_TO} channels instead")
+            sparsity, reached, model = again
+        else:
+            sparsity, reached, model, round_to = first
     report = {"budget": str(parsed), "kind": parsed.kind, "target": target, "reached": reached,
               "ratio": reached / target, "sparsity": sparsity, "floor": FLOOR[parsed.kind]}
     if structured:
         report["round_to"] = round_to
+        if note:
+            report["note"] = note
     if parsed.kind == "latency" or (parsed.kind in BYTES and deployment is not None):
         # what the figure was measured on: the runtime's file, int8 or fp32, the threads, the input
         report.update({"runtime": timing.runtime, "int8": timing.int8, "threads": timing.threads,

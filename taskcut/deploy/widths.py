@@ -27,11 +27,12 @@ from ..errors import TaskcutError
 from ..fileio import write_text
 from ..progress import console
 
-#: Output widths the probe convolution is timed at (multiples of 4, so steps 4 to 32 can be told apart).
-WIDTHS = (4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)
-#: Steps that can be chosen, smallest first; 4 when no wider block is free.
-STEPS = (4, 8, 16, 32)
-#: Rounding a width up to the step is free when it costs at most this much more time (noise is ~3%).
+#: Output widths the probe convolution is timed at (multiples of 4: two or more in every block of 8 to 32).
+WIDTHS = tuple(range(4, 65, 4))
+#: Steps that can be chosen, smallest first: 8 (the rounding used before steps were measured, and what
+#: ragged widths were measured against) when no wider one is flat.
+STEPS = (8, 16, 32)
+#: Rounding a width up within its block is free when it costs at most this much more time (noise ~3%).
 FREE = 0.08
 #: The probe: 128 input channels, 3x3, at 28x28 (a stride-8 feature map of a 224-pixel image): enough
 #: work per call that its blocks show through the runtime's fixed cost.
@@ -41,8 +42,10 @@ ROUNDS = 5
 #: Sessions opened per width: a session can run a layer slower than another one of the same file does
 #: (seen with ONNX Runtime: 1.3-1.6x for a whole session), so a width's time is its fastest session's.
 SESSIONS = 3
+#: Largest cache file read (a few hundred bytes a runtime).
+CACHE_BYTES = 1 << 16
 #: Bumped when the measurement changes, so cached steps of an older probe are measured again.
-REVISION = 1
+REVISION = 3
 
 
 class _Probe(nn.Module):
@@ -55,14 +58,21 @@ class _Probe(nn.Module):
 
 
 def choose_step(times: Mapping[int, float]) -> int:
-    """The widest step in `STEPS` whose blocks are free: rounding a measured width up to a multiple of it
-    costs more than `FREE` time for at most a quarter of the widths (one noisy width does not decide);
-    4 when no wider one is free. Widest, not first: a step of 16 that is free makes 8 free as well."""
+    """The widest step in `STEPS` whose blocks are free: a width in a block's lower half costs no more than
+    `FREE` less than the block's upper half (its fastest width there: noise on a busy machine makes a
+    width slower, never faster, so one slow width does not decide), for all but at most one width;
+    8 when no wider step is free. Widest, not first: a step of 32 that is free makes 16 free too,
+    whatever noise says of one of 16's blocks."""
     chosen = STEPS[0]
     for step in STEPS[1:]:
-        rises = [times[-(-w // step) * step] / times[w] - 1.0 for w in times
-                 if w % step and -(-w // step) * step in times]
-        if rises and sum(r > FREE for r in rises) <= len(rises) / 4:
+        rises = []
+        for block in {-(-w // step) for w in times}:
+            top = block * step
+            upper = [t for w, t in times.items() if top - step // 2 < w <= top]
+            lower = [t for w, t in times.items() if top - step < w <= top - step // 2]
+            if upper and lower:
+                rises += [min(upper) / t - 1.0 for t in lower]
+        if rises and sum(r > FREE for r in rises) <= 1:
             chosen = step
     return chosen
 
@@ -129,12 +139,17 @@ def _version(runtime: str) -> str:
 
 
 def _read(path: Path) -> dict[str, int]:
-    """The cached steps; an unreadable or out-of-range file is measured again (a file is data)."""
+    """The cached steps; an unreadable, oversized, deeply nested or out-of-range file, or one that is not a
+    regular file, is measured again (a file is data)."""
     try:
-        if path.stat().st_size > 1 << 20:
+        if not path.is_file():
             return {}
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with path.open("rb") as f:
+            text = f.read(CACHE_BYTES + 1)
+        if len(text) > CACHE_BYTES:
+            return {}
+        data = json.loads(text)
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -43,9 +43,9 @@ class PruneSettings(Strict):
     int8: bool = False
     threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     size: tuple[Side, Side] | None = None
-    #: Structured: wide layers keep a multiple of this many channels (default: the step measured for the
-    #: runtime when one is given, `taskcut.deploy.widths`; else 8, with single channels where 8 cannot
-    #: reach a sparsity).
+    #: Structured: wide layers keep a multiple of this many channels (default: with a budget measured in a
+    #: runtime, given or ONNX Runtime for latency, the step measured for it, `taskcut.deploy.widths`;
+    #: else 8, with single channels where 8 cannot reach a sparsity).
     round_to: int | None = Field(default=None, ge=1, le=MAX_ROUND_TO)
 
 

@@ -305,7 +305,9 @@ ROW_COLUMNS = 4
 def _device_key(dev: Device, fleet: Fleet, settings: dict[str, Any]) -> str:
     """What made a device's row: a change in any of it makes the row stale."""
     what = {"device": dev.model_dump(mode="json"), "bench": fleet.bench.model_dump(mode="json"),
-            "settings": settings, "columns": ROW_COLUMNS}
+            "settings": settings, "columns": ROW_COLUMNS,
+            # a structured device's widths follow its runtime's step on this machine (measured once, cached)
+            "step": channel_step(dev.runtime, fleet.bench.threads, dev.int8) if dev.structured else None}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

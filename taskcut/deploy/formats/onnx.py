@@ -32,8 +32,9 @@ def write(wrapper: nn.Module, example: torch.Tensor, calibration: torch.Tensor |
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     wrapper.eval()  # the exporter restores the mode it found; keep eval whatever that was
-    merge_file(path)  # task heads' narrow first convolutions run as one wide one (same numbers)
-    if calibration is not None:
+    if calibration is None:  # task heads' narrow first convolutions run as one wide one (the same outputs)
+        merge_file(path)
+    else:
         quantise(path, calibration)
 
 
