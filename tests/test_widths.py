@@ -72,7 +72,8 @@ def test_the_step_is_measured_once_per_runtime_and_kept(tmp_path: Path) -> None:
     assert len(calls) == 3 and len(json.loads(cache.read_text())) == 3
 
 
-@pytest.mark.parametrize("content", ["not json", "[1, 2]", "{KEY: 100000}", "{KEY: 16.0}", "{KEY: true}"])
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", "{KEY: 100000}", "{KEY: 16.0}", "{KEY: true}",
+                                     "[" * 600_000, "{KEY: 16, " + '"x": 1, ' * 20_000 + '"y": 1}'])
 def test_a_damaged_or_out_of_range_cache_is_measured_again(tmp_path: Path, content: str) -> None:
     cache = tmp_path / "widths.json"
     measure, calls = _counting(_blocks(16))
@@ -81,6 +82,15 @@ def test_a_damaged_or_out_of_range_cache_is_measured_again(tmp_path: Path, conte
     cache.write_text(content.replace("KEY", json.dumps(key)))
     assert channel_step("onnxruntime", 2, cache=cache, measure=measure) == 16
     assert len(calls) == 2 and json.loads(cache.read_text()) == {key: 16}
+
+
+def test_a_cache_that_is_not_a_file_is_not_read(tmp_path: Path) -> None:
+    import os
+
+    cache = tmp_path / "widths.json"
+    os.mkfifo(cache)  # reading it would wait for a writer for ever
+    measure, calls = _counting(_blocks(16))
+    assert channel_step("onnxruntime", 2, cache=cache, measure=measure) == 16 and len(calls) == 1
 
 
 def test_a_step_is_measured_in_a_runtime_not_eager_torch(tmp_path: Path) -> None:
