@@ -30,7 +30,7 @@ from ..progress import console
 #: Output widths the probe convolution is timed at (multiples of 4: two or more in every block of 8 to 32).
 WIDTHS = tuple(range(4, 65, 4))
 #: Steps that can be chosen, smallest first: 8 (the rounding used before steps were measured, and what
-#: ragged widths were measured against) when no wider one is flat.
+#: ragged widths were measured against) when no wider one is free.
 STEPS = (8, 16, 32)
 #: Rounding a width up within its block is free when it costs at most this much more time (noise ~3%).
 FREE = 0.08
