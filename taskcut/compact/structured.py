@@ -345,14 +345,12 @@ def _keep_sets(groups: list[_Group], rule: Rule, r: float, ranks: dict[str, list
 
 def rounding(channels: int, round_to: int) -> int:
     """The multiple a group of `channels` keeps: `round_to` from 4 x `round_to` channels up; a step wider
-    than 8 (a runtime's measured one) keeps narrower groups of 32 or more at multiples of 8, as before
+    than 8 (a runtime's measured one) keeps narrower groups at the next step down, to 8, as before
     steps were measured; 1 (single channels) below."""
-    while round_to > 1:
-        if channels >= 4 * round_to:
-            return round_to
-        if round_to <= DEFAULT_ROUND_TO:
-            return 1
-        round_to = max(DEFAULT_ROUND_TO, round_to // 2)
+    if round_to > 1 and channels >= 4 * round_to:
+        return round_to
+    if round_to > DEFAULT_ROUND_TO:
+        return rounding(channels, max(DEFAULT_ROUND_TO, round_to // 2))
     return 1
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import functools
 import statistics
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping
@@ -84,6 +84,7 @@ def measure_times(runtime: str, threads: int, int8: bool = False, runs: int = 20
     import tempfile
 
     from .artifact import Deployment, write_artifact
+    from .bench import _time
     from .export import open_runner
     from .formats import format_of_runtime
 
@@ -101,19 +102,14 @@ def measure_times(runtime: str, threads: int, int8: bool = False, runs: int = 20
             path = write_artifact(_Probe(width).eval(), image, deployment, folder, ["probe"])
             for session in range(SESSIONS):
                 runners[width, session] = runner = open_runner(path, format_of_runtime(runtime), threads, ["probe"])
-                for _ in range(5):
-                    runner(feed)
+                _time(lambda: runner(feed), 5, 0)  # warm-up
         for _ in range(ROUNDS):
             for key, runner in runners.items():
-                seconds = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    runner(feed)
-                    seconds.append(time.perf_counter() - start)
-                rounds[key].append(statistics.median(seconds))
+                rounds[key].append(statistics.median(_time(lambda: runner(feed), 0, runs)))
     return {w: min(statistics.median(rounds[w, s]) for s in range(SESSIONS)) for w in WIDTHS}
 
 
+@functools.cache
 def _machine() -> str:
     """What the measurement depends on besides the runtime: the CPU (model and flags) and this Python."""
     cpu = platform.processor() or platform.machine()
@@ -126,16 +122,14 @@ def _machine() -> str:
     return hashlib.sha256(cpu.encode()).hexdigest()[:16]
 
 
+@functools.cache
 def _version(runtime: str) -> str:
+    """The installed version of the distribution that provides the runtime's import (its `Format.package`)."""
     from .formats import format_of_runtime
 
-    names = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch",
-             "litert": "ai-edge-litert"}
-    try:
-        return metadata.version(names.get(runtime, runtime))
-    except metadata.PackageNotFoundError:
-        format_of_runtime(runtime).module()  # says in one line what to install
-        return "unknown"
+    top = format_of_runtime(runtime).package.split(".")[0]
+    dists = metadata.packages_distributions().get(top, [])
+    return metadata.version(dists[0]) if dists else "unknown"
 
 
 def _read(path: Path) -> dict[str, int]:
